@@ -1,0 +1,1 @@
+"""PyTorch Lightning image-classification template."""

@@ -1,0 +1,7 @@
+"""LightningDataModules: every image source behind the same interface (class_names, input_shape, loaders)."""
+
+from src.data.base import InMemoryImageDataModule
+from src.data.digits import DigitsDataModule
+from src.data.mnist import FashionMNISTDataModule
+
+__all__ = ["DigitsDataModule", "FashionMNISTDataModule", "InMemoryImageDataModule"]

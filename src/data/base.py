@@ -1,0 +1,102 @@
+"""Shared DataModule logic: train/val split, loaders, class names, input shape, normalisation.
+
+A dataset subclass only says what its classes and image shape are and how to load a split as a uint8 tensor;
+everything else (splitting, normalising, batching) happens here, the same way for every dataset.
+"""
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision.transforms import v2
+
+
+class InMemoryImageDataModule(LightningDataModule):
+    """Base for datasets that fit in memory: decoded once into uint8 tensors, normalised once, then batched.
+
+    Subclasses set ``class_names``, ``input_shape``, ``mean``, ``std`` and implement ``load_split``.
+    """
+
+    class_names: list[str]
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        val_split: float = 0.1,
+        seed: int = 42,
+    ) -> None:
+        """
+        Args:
+            data_dir: folder holding (or receiving) the dataset files.
+            batch_size: images per batch, for every stage.
+            num_workers: DataLoader worker processes; 0 is fastest for in-memory tensors.
+            pin_memory: page-locked host memory for faster GPU copies; ``None`` = when a GPU is present.
+            val_split: fraction of the training images held out for validation (a fixed, seeded split).
+            seed: seed of the train/val split, so every run validates on the same images.
+        """
+        super().__init__()
+        if not 0.0 < val_split < 1.0:
+            raise ValueError(f"val_split={val_split} must be between 0 and 1 (exclusive), e.g. 0.1")
+        self.save_hyperparameters()
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.val_split = val_split
+        self.seed = seed
+        self.transform = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+        self.test_set: TensorDataset | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images as uint8 (N, C, H, W) and int64 labels (N,) of the training or the test split."""
+        raise NotImplementedError
+
+    def _dataset(self, images: torch.Tensor, labels: torch.Tensor) -> TensorDataset:
+        return TensorDataset(self.transform(images), labels.long())
+
+    def setup(self, stage: str | None = None) -> None:
+        """Runs on every process: build the splits the stage needs (the test split also serves predict)."""
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            images, labels = self.load_split(train=True)
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
+            n_val = max(1, round(len(labels) * self.val_split))
+            val_idx, train_idx = order[:n_val], order[n_val:]
+            self.train_set = self._dataset(images[train_idx], labels[train_idx])
+            self.val_set = self._dataset(images[val_idx], labels[val_idx])
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = self._dataset(*self.load_split(train=False))
+
+    def _loader(self, dataset: TensorDataset | None, shuffle: bool = False) -> DataLoader:
+        assert dataset is not None, "setup() has not built this split"
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """The only shuffled loader: evaluation order stays fixed."""
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set)

@@ -1,0 +1,180 @@
+"""The one LightningModule: network + loss + metrics + optimiser/scheduler.
+
+Networks only map images to logits; everything about *training* them lives here, once.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.wrappers import ClasswiseWrapper
+
+from src.models.init import InitScheme, init_weights
+from src.models.networks import SimpleCNN
+
+#: A network class (or factory) called as ``network(input_shape, num_classes)``; YAML gives its other arguments.
+NetworkFactory = Callable[[tuple[int, int, int], int], nn.Module]
+
+
+class ImageClassifier(LightningModule):
+    """Trains any network that maps (B, C, H, W) images to (B, num_classes) logits.
+
+    Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``,
+    ``val/acc_per_class/<class>``, ``test/acc`` and ``test/acc_per_class/<class>``.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        input_shape: tuple[int, int, int],
+        network: NetworkFactory = SimpleCNN,
+        loss: Literal["cross_entropy", "nll"] = "cross_entropy",
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        lr_multipliers: dict[str, float] | None = None,
+        init: InitScheme = "default",
+    ) -> None:
+        """
+        Args:
+            class_names: one name per class, in label order (linked from the data module).
+            input_shape: (channels, height, width) of one image (linked from the data module).
+            network: network class, called as ``network(input_shape, num_classes, **its YAML init_args)``.
+            loss: ``cross_entropy`` on logits, or ``nll`` on a log-softmax head (same optimum, the classic pairing).
+            optimizer: optimiser class and its arguments, e.g. Adam, SGD (momentum), AdamW, Adadelta.
+            scheduler: learning-rate scheduler class and its arguments (the configs use MultiStepLR); none = constant.
+            lr_multipliers: per-layer learning rates: parameter-name prefix (e.g. ``features``) -> factor applied
+                to the optimiser's lr for the parameters under it. Each prefix becomes a named parameter group.
+            init: weight initialisation of the network: ``default`` (PyTorch's), ``kaiming`` or ``xavier``.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        num_classes = len(self.class_names)
+        self.net = network(tuple(input_shape), num_classes)
+        init_weights(self.net, init)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.criterion = nn.NLLLoss() if loss == "nll" else nn.CrossEntropyLoss()
+        self.example_input_array = torch.zeros(2, *input_shape)
+
+        # One metric object per stage: their states must never mix.
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_acc, self.val_acc, self.test_acc = (
+            MulticlassAccuracy(num_classes, average="micro") for _ in range(3)
+        )
+        self.val_acc_per_class, self.test_acc_per_class = (
+            ClasswiseWrapper(
+                MulticlassAccuracy(num_classes, average=None),
+                labels=self.class_names,
+                prefix=f"{stage}/acc_per_class/",
+            )
+            for stage in ("val", "test")
+        )
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, or log-probabilities when ``loss='nll'`` (the log-softmax head)."""
+        out = self.net(x)
+        return F.log_softmax(out, dim=1) if self.hparams.loss == "nll" else out
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch
+        out = self(x)
+        return self.criterion(out, y), out, y
+
+    def on_fit_start(self) -> None:
+        """Runs once before the first epoch: draw train and val loss on one TensorBoard chart."""
+        if isinstance(self.logger, TensorBoardLogger):
+            self.logger.experiment.add_custom_scalars(
+                {"Loss": {"Training vs. Validation Loss": ["Multiline", ["train/loss", "val/loss"]]}}
+            )
+
+    def on_train_start(self) -> None:
+        """Runs after the sanity check: forget the sanity batches so ``val/acc_best`` only sees real epochs."""
+        self.val_acc_best.reset()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One optimisation step; epoch means of loss and accuracy go to the logger."""
+        loss, out, y = self._step(batch)
+        self.train_loss(loss)
+        self.train_acc(out, y)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Accumulates val loss, accuracy and per-class accuracy over the epoch."""
+        loss, out, y = self._step(batch)
+        self.val_loss(loss)
+        self.val_acc(out, y)
+        self.val_acc_per_class.update(out, y)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        """Runs after the last val batch: best-so-far accuracy and the per-class breakdown."""
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        self.log_dict(self.val_acc_per_class.compute())
+        self.val_acc_per_class.reset()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Accumulates test loss, accuracy and per-class accuracy."""
+        loss, out, y = self._step(batch)
+        self.test_loss(loss)
+        self.test_acc(out, y)
+        self.test_acc_per_class.update(out, y)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+
+    def on_test_epoch_end(self) -> None:
+        """Runs after the last test batch: logs one accuracy per class name (printed in Lightning's table)."""
+        self.log_dict(self.test_acc_per_class.compute())
+        self.test_acc_per_class.reset()
+
+    def predict_step(self, batch: torch.Tensor | Sequence[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Class probabilities per image; labels are passed through when the batch has them."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        out = {"probs": F.softmax(self(x), dim=1)}
+        if isinstance(batch, (tuple, list)) and len(batch) > 1:
+            out["target"] = batch[1]
+        return out
+
+    def configure_optimizers(self) -> dict:
+        """The optimiser over named parameter groups (per-layer learning rates), plus the scheduler if any."""
+        optimizer = self.optimizer_factory(self._param_groups())
+        for group in optimizer.param_groups:
+            group["lr"] *= group.pop("lr_multiplier", 1.0)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "monitor": "val/loss"},
+        }
+
+    def _param_groups(self) -> list[dict]:
+        """Split the network's parameters by ``lr_multipliers`` prefix; the rest form the ``base`` group."""
+        multipliers = self.hparams.lr_multipliers or {}
+        groups: dict[str, list[nn.Parameter]] = {prefix: [] for prefix in multipliers}
+        groups["base"] = []
+        for name, param in self.net.named_parameters():
+            prefix = next((p for p in multipliers if name == p or name.startswith(p + ".")), "base")
+            groups[prefix].append(param)
+        unused = [p for p in multipliers if not groups[p]]
+        if unused:
+            names = sorted({n.split(".")[0] for n, _ in self.net.named_parameters()})
+            raise ValueError(f"lr_multipliers prefix {unused} matches no parameter; top-level names are {names}")
+        if not multipliers:  # one unnamed group: LearningRateMonitor logs plain ``lr-<Optimizer>``
+            return [{"params": groups["base"]}]
+        return [
+            {"params": params, "name": prefix, "lr_multiplier": multipliers.get(prefix, 1.0)}
+            for prefix, params in groups.items()
+            if params
+        ]

@@ -1,0 +1,102 @@
+"""Command-line entry point: ``python -m src.train {fit,validate,test,predict} --config configs/<model>.yaml``.
+
+Everything is a LightningCLI argument, so ``--print_config`` shows every knob and any of them can be overridden
+on the command line (``--model.optimizer.lr 0.01``, ``--trainer.max_epochs 3``, ``--data.batch_size 128``).
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from jsonargparse import lazy_instance
+from lightning import LightningDataModule
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from src.callbacks import PredictionWriter
+from src.errors import UserError
+from src.models import ImageClassifier
+
+
+class ClassifierCLI(LightningCLI):
+    """LightningCLI with the template's wiring: shapes from the data, best + last checkpoints, LR logging."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Shapes come from the data and are stored in the checkpoint; nobody types them twice.
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best-epoch{epoch:02d}-acc{val/acc:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        # In Lightning 2.6, save_last=True on a monitored checkpoint only refreshes last.ckpt when the monitored
+        # value improves. An unmonitored one saves after every epoch, so last.ckpt is truly the latest.
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults({"last_checkpoint.filename": "last", "last_checkpoint.enable_version_counter": False})
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.set_defaults({"trainer.logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="default")})
+
+    def _parse_ckpt_path(self) -> None:
+        """Fail early on a missing checkpoint, then restore the model's hyper-parameters from it."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        self._ckpt_class_names = None
+        if ckpt_path and ckpt_path not in ("best", "last", "hpc", "registry") and not Path(ckpt_path).is_file():
+            raise UserError(
+                f"checkpoint not found: --ckpt_path {ckpt_path}. Give the path of a .ckpt file, e.g. "
+                "logs/<name>/version_<n>/checkpoints/last.ckpt."
+            )
+        if ckpt_path and Path(ckpt_path).is_file():
+            hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+            self._ckpt_class_names = hparams.get("class_names")
+        super()._parse_ckpt_path()
+
+    def after_instantiate_classes(self) -> None:
+        """A checkpoint only fits data with the same classes; say so instead of failing on tensor shapes."""
+        data: LightningDataModule = self.datamodule
+        if self._ckpt_class_names is not None and list(self._ckpt_class_names) != list(data.class_names):
+            raise UserError(
+                f"the checkpoint was trained on classes {list(self._ckpt_class_names)} but the data module "
+                f"{type(data).__name__} has {list(data.class_names)}. Pass the --data config the model was "
+                "trained with (it is saved as config.yaml in the run directory)."
+            )
+
+    def after_fit(self) -> None:
+        """Say where the run went: the best and last checkpoints are what ``test``/``predict`` need next."""
+        if not self.trainer.is_global_zero:
+            return
+        for callback in self.trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+                score = f" ({callback.monitor}={float(callback.best_model_score):.4f})" if callback.monitor else ""
+                print(f"{'best' if callback.monitor else 'last'} checkpoint{score}: {callback.best_model_path}")
+        print(f"run directory: {self.trainer.log_dir}")
+
+
+def cli_main(args: list[str] | None = None) -> ClassifierCLI:
+    """Run the CLI (``args`` instead of ``sys.argv`` for tests); user mistakes exit 2 with one clear line."""
+    try:
+        return ClassifierCLI(
+            ImageClassifier,
+            LightningDataModule,
+            subclass_mode_data=True,
+            seed_everything_default=42,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": False},
+            args=args,
+        )
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli_main()

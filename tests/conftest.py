@@ -1,0 +1,58 @@
+"""Shared test helpers: run the CLI in-process inside a temporary working directory, shrunk for speed."""
+
+import gzip
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.train import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+
+#: Quiet, small runs: the tests check behaviour, not throughput.
+FAST = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable:
+    """``run_cli(subcommand, config, *overrides)`` runs ``python -m src.train`` in-process in ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(subcommand: str, config: str | Path = "cnn.yaml", *overrides: str):
+        config_path = Path(config) if Path(config).is_absolute() else CONFIGS / config
+        return cli_main([subcommand, "--config", str(config_path), *FAST, *overrides])
+
+    return run
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """The real datasets beside the project; tests that need them skip cleanly without them."""
+    if not (SHARED_DATASETS / "FashionMNIST" / "raw").is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATASETS}")
+    return SHARED_DATASETS
+
+
+def write_idx(path: Path, tensor: torch.Tensor) -> None:
+    """Write a uint8 tensor in the IDX format of the MNIST family (gzip-compressed if the name ends in .gz)."""
+    header = struct.pack(">HBB", 0, 0x08, tensor.dim()) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
+    data = header + tensor.to(torch.uint8).numpy().tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+@pytest.fixture
+def fake_fashion_mnist(tmp_path: Path) -> Path:
+    """A tiny Fashion-MNIST in torchvision's raw layout (random pixels, every class present), for offline tests."""
+    root = tmp_path / "fake_datasets"
+    raw = root / "FashionMNIST" / "raw"
+    gen = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", 200), ("t10k", 50)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (n, 28, 28), generator=gen))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", torch.arange(n) % 10)
+    return root

@@ -1,0 +1,58 @@
+"""The networks map any image shape the data modules report to one logit per class."""
+
+import pytest
+import torch
+from torch import nn
+
+from src.models import FullyConnected, LeNet5, SimpleCNN
+from src.models.init import init_weights
+
+SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
+
+
+@pytest.mark.parametrize("network", [FullyConnected, SimpleCNN, LeNet5])
+@pytest.mark.parametrize("input_shape", SHAPES)
+def test_logits_shape_for_every_input_size(network: type[nn.Module], input_shape: tuple[int, int, int]) -> None:
+    net = network(input_shape, 7)
+    out = net(torch.randn(5, *input_shape))
+    assert out.shape == (5, 7)
+    out.sum().backward()  # gradients reach every parameter
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_cnn_is_the_classic_two_convolution_layout() -> None:
+    net = SimpleCNN((1, 28, 28), 10)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert [c.kernel_size for c in convs] == [(5, 5), (3, 3)]
+    assert len(linears) == 2 and linears[-1].out_features == 10
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net.modules()) == 1
+
+
+def test_dropout_only_in_train_mode() -> None:
+    net = FullyConnected((1, 8, 8), 10, dropout=0.5)
+    x = torch.randn(16, 1, 8, 8)
+    net.train()
+    assert not torch.equal(net(x), net(x)), "dropout should make train-mode outputs random"
+    net.eval()
+    assert torch.equal(net(x), net(x)), "eval mode must be deterministic"
+
+
+@pytest.mark.parametrize("scheme", ["kaiming", "xavier"])
+def test_init_schemes_reinitialise_weights_and_zero_biases(scheme: str) -> None:
+    torch.manual_seed(0)
+    net = SimpleCNN((1, 28, 28), 10)
+    before = [p.clone() for p in net.parameters()]
+    init_weights(net, scheme)  # type: ignore[arg-type]
+    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert all(torch.count_nonzero(m.bias) == 0 for m in layers)
+    assert all(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+    fan_in = layers[-1].weight.shape[1]
+    std = layers[-1].weight.std().item()
+    expected = (2 / fan_in) ** 0.5 if scheme == "kaiming" else (2 / (fan_in + 10)) ** 0.5
+    assert std == pytest.approx(expected, rel=0.2)
+
+
+def test_unknown_init_scheme_is_rejected() -> None:
+    with pytest.raises(ValueError, match="orthogonal"):
+        init_weights(SimpleCNN((1, 8, 8), 10), "orthogonal")  # type: ignore[arg-type]
