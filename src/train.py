@@ -6,6 +6,7 @@ on the command line (``--model.optimizer.lr 0.01``, ``--trainer.max_epochs 3``, 
 
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from jsonargparse import lazy_instance
@@ -17,6 +18,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from src.callbacks import PredictionWriter
 from src.errors import UserError
 from src.models import ImageClassifier
+
+
+class QuietUsageParser(LightningArgumentParser):
+    """On a bad argument, print a one-line usage instead of all ~150 options (``--help`` still lists them)."""
+
+    def print_usage(self, file: TextIO | None = None) -> None:
+        (file or sys.stdout).write(f"usage: {self.prog} --config CONFIG [--<section>.<key> VALUE ...]\n")
 
 
 class ClassifierCLI(LightningCLI):
@@ -91,6 +99,7 @@ def cli_main(args: list[str] | None = None) -> ClassifierCLI:
             seed_everything_default=42,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": False},
+            parser_class=QuietUsageParser,
             args=args,
         )
     except UserError as err:

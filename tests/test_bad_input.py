@@ -13,6 +13,7 @@ def run_expecting_error(run_cli, capsys: pytest.CaptureFixture, *args: str) -> s
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 12, f"expected a short message, got:\n{err}"  # not the ~150 options
     return err
 
 

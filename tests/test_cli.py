@@ -65,6 +65,8 @@ def test_cnn_learns_digits_and_checkpoints_reproduce_it(run_cli) -> None:
     best_score = cli.trainer.checkpoint_callback.best_model_score.item()
     assert best_score >= 0.9
     best, _ = best_and_last(Path(cli.trainer.log_dir))
+    hparams = torch.load(best, weights_only=True)["hyper_parameters"]
+    assert hparams["class_names"] == [str(d) for d in range(10)] and list(hparams["input_shape"]) == [1, 8, 8]
 
     # A new CLI process state, only the config and the checkpoint: the same val accuracy comes back.
     validated = run_cli("validate", "cnn.yaml", f"--ckpt_path={best}")

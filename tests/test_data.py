@@ -80,3 +80,11 @@ def test_real_fashion_mnist_archives_are_extracted_outside_data_dir(
     assert torch.bincount(dm.test_set.tensors[1]).tolist() == [1000] * 10
     assert sorted(p.name for p in (shared_datasets / "FashionMNIST" / "raw").iterdir()) == before
     assert (tmp_path / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
+def test_fashion_mnist_failed_download_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A closed local port stands in for "no network", with or without internet on the test machine.
+    monkeypatch.setattr(FashionMNISTDataModule.dataset_cls, "mirrors", ["http://127.0.0.1:9/"])
+    dm = FashionMNISTDataModule(data_dir=str(tmp_path / "offline"))
+    with pytest.raises(UserError, match=r"download failed.*\.\./shared/datasets"):
+        dm.prepare_data()

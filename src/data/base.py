@@ -32,7 +32,7 @@ class InMemoryImageDataModule(LightningDataModule):
     ) -> None:
         """
         Args:
-            data_dir: folder holding (or receiving) the dataset files.
+            data_dir: folder holding (or receiving) the dataset files (unused by built-in datasets like digits).
             batch_size: images per batch, for every stage.
             num_workers: DataLoader worker processes; 0 is fastest for in-memory tensors.
             pin_memory: page-locked host memory for faster GPU copies; ``None`` = when a GPU is present.

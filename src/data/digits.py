@@ -1,5 +1,7 @@
 """scikit-learn's bundled handwritten digits: 1,797 real 8x8 grey images, no download, so a fresh clone trains."""
 
+from typing import Any
+
 import torch
 from sklearn.datasets import load_digits
 
@@ -13,25 +15,13 @@ class DigitsDataModule(InMemoryImageDataModule):
     input_shape = (1, 8, 8)
     mean, std = (0.3053,), (0.3759,)  # measured on all 1,797 images after scaling to [0, 1]
 
-    def __init__(
-        self,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
-        val_split: float = 0.1,
-        test_split: float = 0.2,
-        seed: int = 42,
-    ) -> None:
+    def __init__(self, test_split: float = 0.2, **kwargs: Any) -> None:
         """
         Args:
-            batch_size: images per batch.
-            num_workers: DataLoader worker processes (0 is fastest here).
-            pin_memory: page-locked memory for GPU copies; ``None`` = when a GPU is present.
-            val_split: fraction of the non-test images held out for validation.
             test_split: fraction of all images held out as the test split (always the same images).
-            seed: seed of the train/val split.
+            **kwargs: batch size, workers, val split and seed: see ``InMemoryImageDataModule``.
         """
-        super().__init__("", batch_size, num_workers, pin_memory, val_split, seed)
+        super().__init__(**kwargs)
         self.test_split = test_split
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torchvision import datasets
@@ -26,27 +27,14 @@ class FashionMNISTDataModule(InMemoryImageDataModule):
     input_shape = (1, 28, 28)
     mean, std = (0.2860,), (0.3530,)
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        download: bool = True,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
-        val_split: float = 0.1,
-        seed: int = 42,
-    ) -> None:
+    def __init__(self, data_dir: str = "data", download: bool = True, **kwargs: Any) -> None:
         """
         Args:
             data_dir: folder with ``<Dataset>/raw/`` files, or where to download them.
             download: try downloading when the files are missing.
-            batch_size: images per batch.
-            num_workers: DataLoader worker processes (0 is fastest for in-memory tensors).
-            pin_memory: page-locked memory for GPU copies; ``None`` = when a GPU is present.
-            val_split: fraction of the 60,000 training images held out for validation.
-            seed: seed of the train/val split.
+            **kwargs: batch size, workers, split and seed: see ``InMemoryImageDataModule``.
         """
-        super().__init__(data_dir, batch_size, num_workers, pin_memory, val_split, seed)
+        super().__init__(data_dir=data_dir, **kwargs)
         self.download = download
 
     def _raw_files(self, root: Path) -> list[Path]:
