@@ -12,7 +12,7 @@ import torch
 from jsonargparse import lazy_instance
 from lightning import LightningDataModule
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from src.callbacks import PredictionWriter
@@ -53,20 +53,27 @@ class ClassifierCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.set_defaults({"trainer.logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="default")})
 
-    def _parse_ckpt_path(self) -> None:
-        """Fail early on a missing checkpoint, then restore the model's hyper-parameters from it."""
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse, then check ``--ckpt_path`` before anything is built or written."""
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         self._ckpt_class_names = None
-        if ckpt_path and ckpt_path not in ("best", "last", "hpc", "registry") and not Path(ckpt_path).is_file():
+        if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):  # Lightning resolves these itself
+            return
+        if not Path(ckpt_path).is_file():
             raise UserError(
                 f"checkpoint not found: --ckpt_path {ckpt_path}. Give the path of a .ckpt file, e.g. "
                 "logs/<name>/version_<n>/checkpoints/last.ckpt."
             )
-        if ckpt_path and Path(ckpt_path).is_file():
-            hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
-            self._ckpt_class_names = hparams.get("class_names")
-        super()._parse_ckpt_path()
+        try:
+            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        except Exception as err:
+            raise UserError(
+                f"--ckpt_path {ckpt_path} is not a checkpoint this CLI can read safely "
+                f"({type(err).__name__}). Use a .ckpt written by `python -m src.train fit`."
+            ) from None
+        self._ckpt_class_names = checkpoint.get("hyper_parameters", {}).get("class_names")
 
     def after_instantiate_classes(self) -> None:
         """A checkpoint only fits data with the same classes; say so instead of failing on tensor shapes."""

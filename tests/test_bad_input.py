@@ -36,6 +36,13 @@ def test_missing_checkpoint(run_cli, capsys, tmp_path: Path) -> None:
     assert not (tmp_path / "logs").exists()
 
 
+def test_file_that_is_not_a_checkpoint(run_cli, capsys, tmp_path: Path) -> None:
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    err = run_expecting_error(run_cli, capsys, "predict", "cnn.yaml", "--ckpt_path=notes.ckpt")
+    assert "--ckpt_path notes.ckpt is not a checkpoint" in err
+    assert not (tmp_path / "logs").exists()
+
+
 def test_data_dir_without_dataset_and_no_download(run_cli, capsys, tmp_path: Path) -> None:
     err = run_expecting_error(
         run_cli,
@@ -70,3 +77,9 @@ def test_checkpoint_for_other_classes(run_cli, capsys, fake_fashion_mnist: Path,
     )
     assert "trained on classes ['0', '1'" in err and "T-shirt/top" in err
     assert sorted((tmp_path / "logs").rglob("*")) == before
+
+
+def test_lr_multiplier_for_a_layer_that_does_not_exist(run_cli, capsys, tmp_path: Path) -> None:
+    err = run_expecting_error(run_cli, capsys, "fit", "cnn.yaml", "--model.lr_multipliers={backbone: 0.1}")
+    assert "prefix ['backbone'] matches no parameter" in err and "features.0" in err
+    assert not (tmp_path / "logs").exists()

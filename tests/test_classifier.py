@@ -5,6 +5,7 @@ from functools import partial
 import pytest
 import torch
 
+from src.errors import UserError
 from src.models import FullyConnected, ImageClassifier, SimpleCNN
 
 NAMES = ["cat", "dog", "T-shirt/top"]
@@ -58,9 +59,8 @@ def test_scheduler_is_applied_to_the_optimizer() -> None:
 
 
 def test_unknown_lr_multiplier_prefix_names_the_valid_ones() -> None:
-    model = make(network=FullyConnected, lr_multipliers={"backbone": 0.1})
-    with pytest.raises(ValueError, match=r"backbone.*layers"):
-        model.configure_optimizers()
+    with pytest.raises(UserError, match=r"backbone.*'layers', 'layers.1'"):
+        make(network=FullyConnected, lr_multipliers={"backbone": 0.1})
 
 
 def test_predict_step_returns_probabilities_and_passes_labels_through() -> None:

@@ -9,6 +9,8 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import v2
 
+from src.errors import UserError
+
 
 class InMemoryImageDataModule(LightningDataModule):
     """Base for datasets that fit in memory: decoded once into uint8 tensors, normalised once, then batched.
@@ -41,7 +43,7 @@ class InMemoryImageDataModule(LightningDataModule):
         """
         super().__init__()
         if not 0.0 < val_split < 1.0:
-            raise ValueError(f"val_split={val_split} must be between 0 and 1 (exclusive), e.g. 0.1")
+            raise UserError(f"--data.val_split {val_split} must be between 0 and 1 (exclusive), e.g. 0.1")
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.batch_size = batch_size

@@ -16,6 +16,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.wrappers import ClasswiseWrapper
 
+from src.errors import UserError
 from src.models.init import InitScheme, init_weights
 from src.models.networks import SimpleCNN
 
@@ -63,6 +64,7 @@ class ImageClassifier(LightningModule):
         self.scheduler_factory = scheduler
         self.criterion = nn.NLLLoss() if loss == "nll" else nn.CrossEntropyLoss()
         self.example_input_array = torch.zeros(2, *input_shape)
+        self._param_groups()  # a bad lr_multipliers prefix fails here, before any run directory exists
 
         # One metric object per stage: their states must never mix.
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
@@ -169,8 +171,9 @@ class ImageClassifier(LightningModule):
             groups[prefix].append(param)
         unused = [p for p in multipliers if not groups[p]]
         if unused:
-            names = sorted({n.split(".")[0] for n, _ in self.net.named_parameters()})
-            raise ValueError(f"lr_multipliers prefix {unused} matches no parameter; top-level names are {names}")
+            parts = [n.split(".")[:-1] for n, _ in self.net.named_parameters()]
+            names = sorted({".".join(p[:i]) for p in parts for i in range(1, len(p) + 1)})
+            raise UserError(f"--model.lr_multipliers: prefix {unused} matches no parameter; use one of {names}")
         if not multipliers:  # one unnamed group: LearningRateMonitor logs plain ``lr-<Optimizer>``
             return [{"params": groups["base"]}]
         return [
