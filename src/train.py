@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from src.callbacks import PredictionWriter
 from src.errors import UserError
-from src.models import ImageClassifier
+from src.models import ImageClassifier, TransferFinetuning
 
 
 class QuietUsageParser(LightningArgumentParser):
@@ -34,6 +34,8 @@ class ClassifierCLI(LightningCLI):
         # Shapes come from the data and are stored in the checkpoint; nobody types them twice.
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+        parser.link_arguments("data.mean", "model.input_mean", apply_on="instantiate")
+        parser.link_arguments("data.std", "model.input_std", apply_on="instantiate")
 
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -51,6 +53,8 @@ class ClassifierCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        # Freeze/unfreeze schedule for networks with a backbone (TransferNet); a no-op for the others.
+        parser.add_lightning_class_args(TransferFinetuning, "finetuning")
         parser.set_defaults({"trainer.logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="default")})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:

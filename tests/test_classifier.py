@@ -41,7 +41,7 @@ def test_lr_multipliers_make_named_parameter_groups() -> None:
     optimizer = model.configure_optimizers()["optimizer"]
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert groups["features"]["lr"] == pytest.approx(0.01)
-    assert groups["base"]["lr"] == pytest.approx(0.1)
+    assert groups["default"]["lr"] == pytest.approx(0.1)
     assert groups["features"]["momentum"] == 0.9
     n_features = sum(1 for _ in model.net.features.parameters())
     assert len(groups["features"]["params"]) == n_features

@@ -20,9 +20,13 @@ def best_and_last(run_dir: Path) -> tuple[Path, Path]:
     return next(ckpts.glob("best-*.ckpt")), ckpts / "last.ckpt"
 
 
+#: Offline and CPU-sized: no pretrained download, small inputs.
+OFFLINE = {"transfer.yaml": ["--model.network.weights=null", "--model.network.input_size=32"]}
+
+
 @pytest.mark.parametrize("config", MODEL_CONFIGS)
 def test_every_model_config_trains_a_few_batches(run_cli, config: str, tmp_path: Path) -> None:
-    cli = run_cli("fit", config, *SHORT)
+    cli = run_cli("fit", config, *SHORT, *OFFLINE.get(config, []))
     assert cli.trainer.global_step == 3
     run_dir = Path(cli.trainer.log_dir)
     assert run_dir.resolve().parent.parent == (tmp_path / "logs").resolve()
@@ -125,7 +129,7 @@ def test_predict_writes_named_top_k_predictions(run_cli) -> None:
 def test_per_layer_learning_rates_from_the_command_line(run_cli) -> None:
     cli = run_cli("fit", "cnn.yaml", *SHORT, "--model.lr_multipliers={features: 0.1}")
     lrs = {g["name"]: g["lr"] for g in cli.trainer.optimizers[0].param_groups}
-    assert lrs == pytest.approx({"features": 1e-4, "base": 1e-3})
+    assert lrs == pytest.approx({"features": 1e-4, "default": 1e-3})
 
 
 def test_test_in_a_fresh_process_prints_per_class_table(run_cli, tmp_path: Path) -> None:

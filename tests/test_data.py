@@ -9,6 +9,7 @@ from torch.utils.data import RandomSampler, SequentialSampler
 from src.data import DigitsDataModule, FashionMNISTDataModule
 from src.data import mnist as mnist_module
 from src.errors import UserError
+from src.models import ImageClassifier
 
 
 def test_digits_splits_are_disjoint_complete_and_deterministic() -> None:
@@ -45,12 +46,15 @@ def test_only_the_train_loader_shuffles() -> None:
     assert x.shape == (32, 1, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.long
 
 
-def test_normalisation_centres_the_training_images() -> None:
+def test_images_are_scaled_and_the_model_normalises_them_with_the_data_statistics() -> None:
     dm = DigitsDataModule()
     dm.setup("fit")
     images = dm.train_set.tensors[0]
-    assert abs(images.mean().item()) < 0.05
-    assert images.std().item() == pytest.approx(1.0, abs=0.05)
+    assert images.min() == 0.0 and images.max() == 1.0
+    model = ImageClassifier(dm.class_names, dm.input_shape, dm.mean, dm.std)
+    normalised = model.normalize(images)
+    assert abs(normalised.mean().item()) < 0.05
+    assert normalised.std().item() == pytest.approx(1.0, abs=0.05)
 
 
 def test_fashion_mnist_loads_raw_files_offline(fake_fashion_mnist: Path) -> None:

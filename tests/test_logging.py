@@ -31,7 +31,7 @@ def test_learning_rate_schedule_and_groups_are_logged(run_cli) -> None:
         "--model.lr_multipliers={features: 0.5}",
     )
     events = EventAccumulator(str(Path(cli.trainer.log_dir))).Reload()
-    base = [e.value for e in events.Scalars("lr-Adam/base")]
+    base = [e.value for e in events.Scalars("lr-Adam/default")]
     features = [e.value for e in events.Scalars("lr-Adam/features")]
     assert base == pytest.approx([1e-3, 1e-4, 1e-5])
     assert features == pytest.approx([5e-4, 5e-5, 5e-6])

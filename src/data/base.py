@@ -1,4 +1,4 @@
-"""Shared DataModule logic: train/val split, loaders, class names, input shape, normalisation.
+"""Shared DataModule logic: train/val split, loaders, class names, input shape, normalisation statistics.
 
 A dataset subclass only says what its classes and image shape are and how to load a split as a uint8 tensor;
 everything else (splitting, normalising, batching) happens here, the same way for every dataset.
@@ -15,7 +15,9 @@ from src.errors import UserError
 class InMemoryImageDataModule(LightningDataModule):
     """Base for datasets that fit in memory: decoded once into uint8 tensors, normalised once, then batched.
 
-    Subclasses set ``class_names``, ``input_shape``, ``mean``, ``std`` and implement ``load_split``.
+    Subclasses set ``class_names``, ``input_shape``, ``mean``, ``std`` and implement ``load_split``. Images leave
+    the loaders as floats in [0, 1]; ``mean``/``std`` are linked into the model, which normalises on its own device
+    and keeps the statistics in its checkpoint (so a checkpoint alone can classify new images).
     """
 
     class_names: list[str]
@@ -51,7 +53,7 @@ class InMemoryImageDataModule(LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.val_split = val_split
         self.seed = seed
-        self.transform = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
+        self.transform = v2.ToDtype(torch.float32, scale=True)
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None

@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.wrappers import ClasswiseWrapper
+from torchvision.transforms import v2
 
 from src.errors import UserError
 from src.models.init import InitScheme, init_weights
@@ -35,6 +36,8 @@ class ImageClassifier(LightningModule):
         self,
         class_names: Sequence[str],
         input_shape: tuple[int, int, int],
+        input_mean: Sequence[float] = (0.0,),
+        input_std: Sequence[float] = (1.0,),
         network: NetworkFactory = SimpleCNN,
         loss: Literal["cross_entropy", "nll"] = "cross_entropy",
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -46,6 +49,8 @@ class ImageClassifier(LightningModule):
         Args:
             class_names: one name per class, in label order (linked from the data module).
             input_shape: (channels, height, width) of one image (linked from the data module).
+            input_mean: per-channel mean of the [0, 1] training images, used to normalise (linked from the data).
+            input_std: per-channel standard deviation, likewise.
             network: network class, called as ``network(input_shape, num_classes, **its YAML init_args)``.
             loss: ``cross_entropy`` on logits, or ``nll`` on a log-softmax head (same optimum, the classic pairing).
             optimizer: optimiser class and its arguments, e.g. Adam, SGD (momentum), AdamW, Adadelta.
@@ -59,6 +64,10 @@ class ImageClassifier(LightningModule):
         self.class_names = list(class_names)
         num_classes = len(self.class_names)
         self.net = network(tuple(input_shape), num_classes)
+        # Pretrained backbones bring their own input pipeline (their weights' statistics); others use the data's.
+        self.normalize = (
+            nn.Identity() if getattr(self.net, "normalizes_input", False) else v2.Normalize(input_mean, input_std)
+        )
         init_weights(self.net, init)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -83,7 +92,7 @@ class ImageClassifier(LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits, or log-probabilities when ``loss='nll'`` (the log-softmax head)."""
-        out = self.net(x)
+        out = self.net(self.normalize(x))
         return F.log_softmax(out, dim=1) if self.hparams.loss == "nll" else out
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -162,12 +171,12 @@ class ImageClassifier(LightningModule):
         }
 
     def _param_groups(self) -> list[dict]:
-        """Split the network's parameters by ``lr_multipliers`` prefix; the rest form the ``base`` group."""
+        """Split the network's parameters by ``lr_multipliers`` prefix; the rest form the ``default`` group."""
         multipliers = self.hparams.lr_multipliers or {}
         groups: dict[str, list[nn.Parameter]] = {prefix: [] for prefix in multipliers}
-        groups["base"] = []
+        groups["default"] = []
         for name, param in self.net.named_parameters():
-            prefix = next((p for p in multipliers if name == p or name.startswith(p + ".")), "base")
+            prefix = next((p for p in multipliers if name == p or name.startswith(p + ".")), "default")
             groups[prefix].append(param)
         unused = [p for p in multipliers if not groups[p]]
         if unused:
@@ -175,7 +184,7 @@ class ImageClassifier(LightningModule):
             names = sorted({".".join(p[:i]) for p in parts for i in range(1, len(p) + 1)})
             raise UserError(f"--model.lr_multipliers: prefix {unused} matches no parameter; use one of {names}")
         if not multipliers:  # one unnamed group: LearningRateMonitor logs plain ``lr-<Optimizer>``
-            return [{"params": groups["base"]}]
+            return [{"params": groups["default"]}]
         return [
             {"params": params, "name": prefix, "lr_multiplier": multipliers.get(prefix, 1.0)}
             for prefix, params in groups.items()

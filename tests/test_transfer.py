@@ -1,0 +1,160 @@
+"""Transfer learning mechanics: what freezes when, learning-rate groups, and where backbone weights come from."""
+
+from functools import partial
+from pathlib import Path
+from urllib.error import URLError
+
+import pytest
+import torch
+import torchvision
+from lightning import Callback, Trainer
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from src.data import DigitsDataModule
+from src.errors import UserError
+from src.models import ImageClassifier, TransferFinetuning, TransferNet
+from tests.conftest import CONFIGS
+
+OFFLINE = ["--model.network.weights=null", "--model.network.input_size=32"]
+
+
+def make_model(multiplier: float = 0.1) -> tuple[ImageClassifier, DigitsDataModule]:
+    torch.manual_seed(0)
+    dm = DigitsDataModule(batch_size=32)
+    network = partial(TransferNet, backbone="resnet18", weights=None, input_size=32)
+    model = ImageClassifier(
+        dm.class_names, dm.input_shape, dm.mean, dm.std, network=network, lr_multipliers={"backbone": multiplier}
+    )
+    return model, dm
+
+
+class Snapshots(Callback):
+    """Copies of the backbone's parameters after every training epoch."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, torch.Tensor]] = []
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: ImageClassifier) -> None:
+        self.epochs.append({k: v.detach().clone() for k, v in pl_module.net.backbone.named_parameters()})
+
+
+def fit(model: ImageClassifier, dm: DigitsDataModule, epochs: int, **finetuning) -> Snapshots:
+    snapshots = Snapshots()
+    trainer = Trainer(
+        max_epochs=epochs, limit_train_batches=3, limit_val_batches=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[TransferFinetuning(**finetuning), snapshots],
+    )  # fmt: skip
+    trainer.fit(model, dm)
+    return snapshots
+
+
+def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], prefix: str = "") -> bool:
+    return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
+
+
+def test_freeze_trains_only_the_head() -> None:
+    model, dm = make_model()
+    backbone = {k: v.clone() for k, v in model.net.backbone.state_dict().items()}
+    head = {k: v.clone() for k, v in model.net.head.named_parameters()}
+    fit(model, dm, epochs=2, strategy="freeze")
+    after = model.net.backbone.state_dict()
+    assert all(torch.equal(backbone[k], after[k]) for k in backbone), "backbone weights or BN statistics moved"
+    assert changed(head, dict(model.net.head.named_parameters()))
+
+
+def test_freeze_unfreeze_starts_training_the_backbone_at_the_given_epoch() -> None:
+    model, dm = make_model()
+    initial = {k: v.clone() for k, v in model.net.backbone.named_parameters()}
+    snapshots = fit(model, dm, epochs=2, strategy="freeze_unfreeze", unfreeze_at_epoch=1)
+    assert not changed(initial, snapshots.epochs[0]), "backbone must be frozen during epoch 0"
+    assert changed(snapshots.epochs[0], snapshots.epochs[1]), "backbone must train from epoch 1"
+
+
+def test_milestones_unfreeze_the_top_blocks_first_then_everything() -> None:
+    model, dm = make_model()
+    initial = {k: v.clone() for k, v in model.net.backbone.named_parameters()}
+    snapshots = fit(model, dm, epochs=3, strategy="milestones", milestones=(1, 2), top_stages=1)
+    assert not changed(initial, snapshots.epochs[0])
+    assert changed(snapshots.epochs[0], snapshots.epochs[1], "layer4.")
+    assert not changed(snapshots.epochs[0], snapshots.epochs[1], "layer1.")
+    assert changed(snapshots.epochs[1], snapshots.epochs[2], "layer1.")
+
+
+def test_backbone_learning_rate_is_the_head_rate_times_the_multiplier() -> None:
+    model, _ = make_model(multiplier=0.25)
+    optimizer = model.configure_optimizers()["optimizer"]
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert set(groups) == {"backbone", "default"}
+    assert groups["backbone"]["lr"] == pytest.approx(groups["default"]["lr"] * 0.25)
+    assert {id(p) for p in groups["backbone"]["params"]} == {id(p) for p in model.net.backbone.parameters()}
+    assert {id(p) for p in groups["default"]["params"]} == {id(p) for p in model.net.head.parameters()}
+
+
+def test_transfer_config_logs_one_learning_rate_per_group(run_cli) -> None:
+    cli = run_cli("fit", "transfer.yaml", *OFFLINE, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+                  "--trainer.limit_val_batches=1")  # fmt: skip
+    lrs = {g["name"]: g["lr"] for g in cli.trainer.optimizers[0].param_groups}
+    assert lrs == pytest.approx({"backbone": 1e-4, "default": 1e-3})
+    events = EventAccumulator(cli.trainer.log_dir).Reload()
+    assert events.Scalars("lr-Adam/backbone")[0].value == pytest.approx(1e-4)
+    assert events.Scalars("lr-Adam/default")[0].value == pytest.approx(1e-3)
+
+
+def test_torchvision_state_dict_file(tmp_path: Path) -> None:
+    source = torchvision.models.resnet18()
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    net = TransferNet((3, 32, 32), 5, backbone="resnet18", weights=str(path), input_size=32)
+    loaded = net.backbone.state_dict()
+    expected = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    assert net.head[-1].out_features == 5
+
+
+def test_state_dict_of_another_backbone_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.raises(UserError, match="does not fit resnet34"):
+        TransferNet((3, 32, 32), 5, backbone="resnet34", weights=str(path))
+
+
+def test_features_from_a_cnn_checkpoint_of_this_template(run_cli) -> None:
+    cli = run_cli("fit", "cnn.yaml", "--trainer.max_epochs=1", "--trainer.limit_train_batches=3")
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    trained = torch.load(ckpt, weights_only=True)["state_dict"]
+    net = TransferNet((3, 32, 32), 4, weights=str(ckpt))  # RGB 32x32 data on a grey 8x8 digits CNN
+    backbone = net.backbone.state_dict()
+    assert all(torch.equal(backbone[k], trained[f"net.{k}"]) for k in backbone)
+    assert len(backbone) == len(trained) - 2  # everything but the old classifier layer (weight, bias)
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_features_from_a_transfer_checkpoint_of_this_template(run_cli) -> None:
+    cli = run_cli("fit", "transfer.yaml", *OFFLINE, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+                  "--trainer.limit_val_batches=1")  # fmt: skip
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    trained = torch.load(ckpt, weights_only=True)["state_dict"]
+    net = TransferNet((1, 28, 28), 3, weights=str(ckpt))
+    backbone = net.backbone.state_dict()
+    assert all(torch.equal(backbone[k], trained[f"net.backbone.{k}"]) for k in backbone)
+    assert net.size == 32  # the input size it was trained at
+
+
+def test_offline_default_weights_fail_before_training(
+    run_cli, capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_cache"))
+
+    def no_network(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", str(CONFIGS / "transfer.yaml"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert str(tmp_path / "empty_cache" / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in err
+    assert "--model.network.weights FILE" in err and "--model.network.weights null" in err
+    assert not (tmp_path / "logs").exists()
