@@ -48,11 +48,12 @@ def write_idx(path: Path, tensor: torch.Tensor) -> None:
 
 @pytest.fixture
 def fake_fashion_mnist(tmp_path: Path) -> Path:
-    """A tiny Fashion-MNIST in torchvision's raw layout (random pixels, every class present), for offline tests."""
+    """Tiny Fashion-MNIST and MNIST in torchvision's raw layout (random pixels, every class present)."""
     root = tmp_path / "fake_datasets"
-    raw = root / "FashionMNIST" / "raw"
     gen = torch.Generator().manual_seed(0)
-    for prefix, n in (("train", 200), ("t10k", 50)):
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (n, 28, 28), generator=gen))
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", torch.arange(n) % 10)
+    for name in ("FashionMNIST", "MNIST"):
+        for prefix, n in (("train", 200), ("t10k", 50)):
+            raw = root / name / "raw"
+            write_idx(raw / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (n, 28, 28), generator=gen))
+            write_idx(raw / f"{prefix}-labels-idx1-ubyte", torch.arange(n) % 10)
     return root

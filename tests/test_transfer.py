@@ -158,3 +158,26 @@ def test_offline_default_weights_fail_before_training(
     assert str(tmp_path / "empty_cache" / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in err
     assert "--model.network.weights FILE" in err and "--model.network.weights null" in err
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backbone": "resnet19"}, "'resnet19' is not a torchvision classification model"),
+        ({"weights": "IMAGENET1K_V9"}, "'IMAGENET1K_V9' is not a weights name of resnet18: DEFAULT, IMAGENET1K_V1$"),
+        ({"weights": "missing.pth"}, "'missing.pth': no such file"),
+    ],
+)
+def test_bad_backbone_or_weights_are_named(kwargs: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        TransferNet((3, 32, 32), 5, **kwargs)
+
+
+def test_weight_init_never_touches_a_pretrained_backbone(tmp_path: Path) -> None:
+    source = torchvision.models.resnet18()
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    network = partial(TransferNet, weights=str(path), input_size=32)
+    model = ImageClassifier(["a", "b"], (3, 32, 32), network=network, init="kaiming")
+    assert torch.equal(model.net.backbone.conv1.weight, source.conv1.weight)
+    assert torch.count_nonzero(model.net.head[-1].bias) == 0  # the head was initialised by the chosen scheme

@@ -2,6 +2,6 @@
 
 from src.data.base import InMemoryImageDataModule
 from src.data.digits import DigitsDataModule
-from src.data.mnist import FashionMNISTDataModule
+from src.data.mnist import FashionMNISTDataModule, MNISTDataModule
 
-__all__ = ["DigitsDataModule", "FashionMNISTDataModule", "InMemoryImageDataModule"]
+__all__ = ["DigitsDataModule", "FashionMNISTDataModule", "InMemoryImageDataModule", "MNISTDataModule"]

@@ -88,3 +88,11 @@ class FashionMNISTDataModule(InMemoryImageDataModule):
             root = self._root()
         dataset = self.dataset_cls(str(root), train=train, download=False)
         return dataset.data.unsqueeze(1), dataset.targets
+
+
+class MNISTDataModule(FashionMNISTDataModule):
+    """MNIST handwritten digits: same layout, splits and offline behaviour as Fashion-MNIST."""
+
+    dataset_cls = datasets.MNIST
+    class_names = list(datasets.MNIST.classes)
+    mean, std = (0.1307,), (0.3081,)

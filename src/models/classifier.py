@@ -68,7 +68,8 @@ class ImageClassifier(LightningModule):
         self.normalize = (
             nn.Identity() if getattr(self.net, "normalizes_input", False) else v2.Normalize(input_mean, input_std)
         )
-        init_weights(self.net, init)
+        # A pretrained backbone keeps its weights: only a new head is (re)initialised.
+        init_weights(self.net.head if hasattr(self.net, "backbone") else self.net, init)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.criterion = nn.NLLLoss() if loss == "nll" else nn.CrossEntropyLoss()

@@ -1,8 +1,8 @@
 """Transfer learning: a pretrained backbone with its classifier replaced by a new head sized for the data.
 
 The backbone is a torchvision classification model chosen by name, or any network from a checkpoint of this
-template (e.g. the CNN trained on Fashion-MNIST). Its last ``nn.Linear`` becomes the new ``head``; everything
-before it is the ``backbone`` that finetuning strategies freeze and unfreeze.
+template (e.g. the CNN trained on Fashion-MNIST). Its last ``nn.Linear`` (the old classifier) is dropped; what
+remains is the ``backbone`` that finetuning strategies freeze and unfreeze, followed by a new ``head``.
 """
 
 import os
@@ -30,14 +30,11 @@ class InputSpec:
     std: Sequence[float]
 
 
-def _pop_last_linear(model: nn.Module) -> nn.Linear:
-    """Replace the last ``nn.Linear`` of ``model`` (its classifier output) by ``Identity`` and return it."""
+def _drop_last_linear(model: nn.Module) -> None:
+    """Replace the last ``nn.Linear`` of ``model`` (its classifier output) by ``Identity``, in place."""
     name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
     parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name)
-    linear = getattr(parent, child)
-    setattr(parent, child, nn.Identity())
-    return linear
+    setattr(model.get_submodule(parent_name), child, nn.Identity())
 
 
 def _torchvision_spec(backbone: str, weights: torchvision.models.WeightsEnum | None) -> InputSpec:
@@ -47,23 +44,27 @@ def _torchvision_spec(backbone: str, weights: torchvision.models.WeightsEnum | N
     return InputSpec(3, transform.crop_size[0], transform.mean, transform.std)
 
 
-def _torchvision_backbone(backbone: str) -> nn.Module:
+def _check_backbone(backbone: str) -> None:
     if backbone not in torchvision.models.list_models(torchvision.models):
-        names = ", ".join(torchvision.models.list_models(torchvision.models, include="resnet*")[:3])
         raise UserError(
-            f"--model.network.backbone {backbone!r} is not a torchvision classification model; try e.g. {names}, "
-            "mobilenet_v3_small, efficientnet_b0."
+            f"--model.network.backbone {backbone!r} is not a torchvision classification model; e.g. resnet18, "
+            "resnet34, resnet50, mobilenet_v3_small, mobilenet_v3_large, efficientnet_b0."
         )
+
+
+def _torchvision_backbone(backbone: str) -> nn.Module:
+    _check_backbone(backbone)
     return torchvision.models.get_model(backbone, weights=None)
 
 
 def _download_weights(backbone: str, name: str) -> tuple[nn.Module, InputSpec]:
     """A torchvision weights name: from the torch hub cache, downloading it there when online."""
+    _check_backbone(backbone)
     enum = torchvision.models.get_model_weights(backbone)
     try:
         weights = enum[name]
     except KeyError:
-        choices = ", ".join(["DEFAULT", *enum.__members__])
+        choices = ", ".join(["DEFAULT", *(member.name for member in enum)])
         raise UserError(f"--model.network.weights {name!r} is not a weights name of {backbone}: {choices}") from None
     model = _torchvision_backbone(backbone)
     try:
@@ -76,7 +77,7 @@ def _download_weights(backbone: str, name: str) -> tuple[nn.Module, InputSpec]:
             f"--model.network.weights FILE (a torchvision state_dict or a .ckpt of this template), or train "
             "without pretrained weights: --model.network.weights null"
         ) from None
-    _pop_last_linear(model)
+    _drop_last_linear(model)
     return model, _torchvision_spec(backbone, weights)
 
 
@@ -91,7 +92,7 @@ def _from_template_checkpoint(path: Path, checkpoint: dict) -> tuple[nn.Module, 
         # Rebuild the architecture without fetching its original weights, then load the trained ones.
         backbone = init_args.get("backbone", "resnet18")
         model = _torchvision_backbone(backbone)
-        _pop_last_linear(model)
+        _drop_last_linear(model)
         prefix = "net.backbone."
         state = checkpoint["state_dict"]
         model.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
@@ -100,7 +101,7 @@ def _from_template_checkpoint(path: Path, checkpoint: dict) -> tuple[nn.Module, 
     from src.models.classifier import ImageClassifier  # imported here: the classifier module imports networks
 
     model = ImageClassifier.load_from_checkpoint(path, map_location="cpu").net
-    _pop_last_linear(model)
+    _drop_last_linear(model)
     channels, size, _ = hparams["input_shape"]
     return model, InputSpec(channels, size, hparams.get("input_mean", (0.0,)), hparams.get("input_std", (1.0,)))
 
@@ -124,7 +125,7 @@ def _from_file(backbone: str, path: Path) -> tuple[nn.Module, InputSpec]:
             f"--model.network.weights {str(path)!r} does not fit {backbone}: missing {missing[:3]}, unexpected "
             f"{unexpected[:3]}. Pass the backbone it was saved from with --model.network.backbone."
         )
-    _pop_last_linear(model)
+    _drop_last_linear(model)
     return model, _torchvision_spec(backbone, None)
 
 
@@ -160,9 +161,10 @@ class TransferNet(nn.Module):
             dropout: dropout before the new linear head.
         """
         super().__init__()
+        _check_backbone(backbone)
         if weights is None:
             model, spec = _torchvision_backbone(backbone), _torchvision_spec(backbone, None)
-            _pop_last_linear(model)
+            _drop_last_linear(model)
         elif weights.endswith(WEIGHT_FILE_SUFFIXES) or os.sep in weights:
             model, spec = _from_file(backbone, Path(weights))
         else:
