@@ -125,8 +125,8 @@ def test_features_from_a_cnn_checkpoint_of_this_template(run_cli) -> None:
     trained = torch.load(ckpt, weights_only=True)["state_dict"]
     net = TransferNet((3, 32, 32), 4, weights=str(ckpt))  # RGB 32x32 data on a grey 8x8 digits CNN
     backbone = net.backbone.state_dict()
-    assert all(torch.equal(backbone[k], trained[f"net.{k}"]) for k in backbone)
-    assert len(backbone) == len(trained) - 2  # everything but the old classifier layer (weight, bias)
+    assert set(backbone) == {k.removeprefix("net.") for k in trained if k.startswith("net.features.")}
+    assert all(torch.equal(backbone[k], trained[f"net.{k}"]) for k in backbone)  # the conv layers, as trained
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 4)
 
 
@@ -181,3 +181,17 @@ def test_weight_init_never_touches_a_pretrained_backbone(tmp_path: Path) -> None
     model = ImageClassifier(["a", "b"], (3, 32, 32), network=network, init="kaiming")
     assert torch.equal(model.net.backbone.conv1.weight, source.conv1.weight)
     assert torch.count_nonzero(model.net.head[-1].bias) == 0  # the head was initialised by the chosen scheme
+
+
+def test_cli_transfers_a_template_checkpoint_with_discriminative_lrs(run_cli) -> None:
+    """The CLI path end to end: a CNN checkpoint as backbone, built inside the CLI's own model instantiation."""
+    cnn = run_cli("fit", "cnn.yaml", "--trainer.max_epochs=1", "--trainer.limit_train_batches=3")
+    ckpt = Path(cnn.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    cli = run_cli(
+        "fit", "transfer.yaml", f"--model.network.weights={ckpt}", "--model.network.input_size=null",
+        "--finetuning.strategy=freeze", "--trainer.max_epochs=1", "--trainer.limit_train_batches=3",
+    )  # fmt: skip
+    trained = torch.load(ckpt, weights_only=True)["state_dict"]
+    backbone = cli.model.net.backbone.state_dict()
+    assert all(torch.equal(backbone[k], trained[f"net.{k}"]) for k in backbone)  # frozen, so still identical
+    assert {g["name"] for g in cli.trainer.optimizers[0].param_groups} == {"backbone", "default"}

@@ -3,7 +3,7 @@
 Networks only map images to logits; everything about *training* them lives here, once.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -19,10 +19,7 @@ from torchvision.transforms import v2
 
 from src.errors import UserError
 from src.models.init import InitScheme, init_weights
-from src.models.networks import SimpleCNN
-
-#: A network class (or factory) called as ``network(input_shape, num_classes)``; YAML gives its other arguments.
-NetworkFactory = Callable[[tuple[int, int, int], int], nn.Module]
+from src.models.networks import NetworkFactory, SimpleCNN
 
 
 class ImageClassifier(LightningModule):

@@ -4,10 +4,13 @@ Every network takes ``input_shape`` (C, H, W) and ``num_classes`` as its first t
 module passes them from the data module, so a YAML only names the class and its own knobs.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+
+#: A network class (or factory) called as ``network(input_shape, num_classes)``; YAML gives its other arguments.
+NetworkFactory = Callable[[tuple[int, int, int], int], nn.Module]
 
 
 def _flat_size(features: nn.Module, input_shape: Sequence[int]) -> int:
