@@ -195,3 +195,26 @@ def test_cli_transfers_a_template_checkpoint_with_discriminative_lrs(run_cli) ->
     backbone = cli.model.net.backbone.state_dict()
     assert all(torch.equal(backbone[k], trained[f"net.{k}"]) for k in backbone)  # frozen, so still identical
     assert {g["name"] for g in cli.trainer.optimizers[0].param_groups} == {"backbone", "default"}
+
+
+def test_input_pipeline_follows_the_weights_metadata() -> None:
+    net = TransferNet((1, 8, 8), 3, weights=None)
+    reference = torchvision.models.ResNet18_Weights.DEFAULT.transforms()
+    assert net.size == reference.crop_size[0] == 224
+    x = torch.rand(2, 1, 8, 8)
+    adapted = net._adapt(x)
+    assert adapted.shape == (2, 3, 224, 224)  # grey -> RGB, 8x8 -> the weights' size
+    resized = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+    for c in range(3):
+        expected = (resized[:, 0] - reference.mean[c]) / reference.std[c]
+        assert torch.allclose(adapted[:, c], expected, atol=1e-6)
+    assert TransferNet((1, 8, 8), 3, weights=None, input_size=48)._adapt(x).shape == (2, 3, 48, 48)
+
+
+def test_train_bn_lets_a_frozen_backbone_batchnorm_learn() -> None:
+    model, dm = make_model()
+    before = {k: v.clone() for k, v in model.net.backbone.named_parameters()}
+    fit(model, dm, epochs=1, strategy="freeze", train_bn=True)
+    after = dict(model.net.backbone.named_parameters())
+    assert changed(before, after, "bn1.")
+    assert not changed(before, after, "conv1.") and not changed(before, after, "layer4.0.conv1.")
