@@ -218,3 +218,12 @@ def test_train_bn_lets_a_frozen_backbone_batchnorm_learn() -> None:
     after = dict(model.net.backbone.named_parameters())
     assert changed(before, after, "bn1.")
     assert not changed(before, after, "conv1.") and not changed(before, after, "layer4.0.conv1.")
+
+
+@pytest.mark.parametrize(
+    "backbone", ["resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"]
+)
+def test_every_documented_backbone_gets_a_new_head(backbone: str) -> None:
+    net = TransferNet((1, 28, 28), 7, backbone=backbone, weights=None, input_size=64).eval()
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 7)
+    assert not any(isinstance(m, torch.nn.Linear) and m.out_features == 1000 for m in net.modules())
