@@ -100,8 +100,12 @@ class ClassifierCLI(LightningCLI):
         print(f"run directory: {self.trainer.log_dir}")
 
 
-def cli_main(args: list[str] | None = None) -> ClassifierCLI:
-    """Run the CLI (``args`` instead of ``sys.argv`` for tests); user mistakes exit 2 with one clear line."""
+def cli_main(args: list[str] | None = None, run: bool = True) -> ClassifierCLI:
+    """Run the CLI (``args`` instead of ``sys.argv`` for tests); user mistakes exit 2 with one clear line.
+
+    ``run=False`` only builds the model, data module and trainer from the config (no subcommand), e.g. for
+    benchmarks or notebooks that want to call ``cli.trainer.fit(cli.model, cli.datamodule)`` themselves.
+    """
     try:
         return ClassifierCLI(
             ImageClassifier,
@@ -112,6 +116,7 @@ def cli_main(args: list[str] | None = None) -> ClassifierCLI:
             save_config_kwargs={"overwrite": False},
             parser_class=QuietUsageParser,
             args=args,
+            run=run,
         )
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -6,7 +6,7 @@ everything else (splitting, normalising, batching) happens here, the same way fo
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 from torchvision.transforms import v2
 
 from src.errors import UserError
@@ -38,7 +38,7 @@ class InMemoryImageDataModule(LightningDataModule):
         Args:
             data_dir: folder holding (or receiving) the dataset files (unused by built-in datasets like digits).
             batch_size: images per batch, for every stage.
-            num_workers: DataLoader worker processes; 0 is fastest for in-memory tensors.
+            num_workers: DataLoader worker processes; 0 is fastest for in-memory tensors (batches are one index).
             pin_memory: page-locked host memory for faster GPU copies; ``None`` = when a GPU is present.
             val_split: fraction of the training images held out for validation (a fixed, seeded split).
             seed: seed of the train/val split, so every run validates on the same images.
@@ -82,11 +82,17 @@ class InMemoryImageDataModule(LightningDataModule):
             self.test_set = self._dataset(*self.load_split(train=False))
 
     def _loader(self, dataset: TensorDataset | None, shuffle: bool = False) -> DataLoader:
+        """Whole batches by one tensor index each: no per-sample ``__getitem__`` and no collate.
+
+        ``TensorDataset`` accepts a list of indices, so a ``BatchSampler`` used as the sampler (with
+        ``batch_size=None``) yields ready batches; the order is the same as ``DataLoader(shuffle=...)``'s.
+        """
         assert dataset is not None, "setup() has not built this split"
+        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=BatchSampler(order, self.batch_size, drop_last=False),
+            batch_size=None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -103,4 +109,6 @@ class InMemoryImageDataModule(LightningDataModule):
         return self._loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set)
+        """Plain per-sample batching of the test split: prediction writers get each batch's sample indices."""
+        assert self.test_set is not None, "setup('predict') has not built the test split"
+        return DataLoader(self.test_set, batch_size=self.batch_size, num_workers=self.num_workers)
