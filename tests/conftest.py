@@ -57,3 +57,21 @@ def fake_fashion_mnist(tmp_path: Path) -> Path:
             write_idx(raw / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (n, 28, 28), generator=gen))
             write_idx(raw / f"{prefix}-labels-idx1-ubyte", torch.arange(n) % 10)
     return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Three classes of small PNG and JPEG images of mixed sizes, grey and RGB, in class folders."""
+    from PIL import Image
+
+    root = tmp_path / "images"
+    gen = torch.Generator().manual_seed(0)
+    for c, name in enumerate(["circle", "square", "triangle"]):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            channels, size = (1, 20) if i % 3 == 0 else (3, 40)
+            pixels = (torch.rand(size, size, channels, generator=gen) * 80 + c * 80).to(torch.uint8).numpy()
+            Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(
+                root / name / f"{i}.{'png' if i % 2 else 'jpg'}"
+            )
+    return root

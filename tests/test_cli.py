@@ -35,15 +35,16 @@ def test_every_model_config_trains_a_few_batches(run_cli, config: str, tmp_path:
 
 
 @pytest.mark.parametrize("data_config", DATA_CONFIGS)
-def test_every_data_config_trains_a_few_batches(run_cli, data_config: str, fake_fashion_mnist: Path) -> None:
+def test_every_data_config_trains_a_few_batches(
+    run_cli, data_config: str, fake_fashion_mnist: Path, image_folder: Path
+) -> None:
+    data_dirs = {"fashion_mnist.yaml": fake_fashion_mnist, "mnist.yaml": fake_fashion_mnist}
+    data_dirs["image_folder.yaml"] = image_folder
+    data_dir = data_dirs.get(data_config)
     cli = run_cli(
-        "fit",
-        "cnn.yaml",
-        "--data",
-        str(CONFIGS / "data" / data_config),
-        f"--data.init_args.data_dir={fake_fashion_mnist}" if "mnist" in data_config else "--data.batch_size=16",
-        *SHORT,
-    )
+        "fit", "cnn.yaml", "--data", str(CONFIGS / "data" / data_config),
+        *([f"--data.data_dir={data_dir}"] if data_dir else []), "--data.batch_size=8", *SHORT,
+    )  # fmt: skip
     assert cli.trainer.global_step == 3
     assert cli.model.hparams.class_names == cli.datamodule.class_names
     assert tuple(cli.model.hparams.input_shape) == cli.datamodule.input_shape

@@ -2,6 +2,13 @@
 
 from src.data.base import InMemoryImageDataModule
 from src.data.digits import DigitsDataModule
+from src.data.image_folder import ImageFolderDataModule
 from src.data.mnist import FashionMNISTDataModule, MNISTDataModule
 
-__all__ = ["DigitsDataModule", "FashionMNISTDataModule", "InMemoryImageDataModule", "MNISTDataModule"]
+__all__ = [
+    "DigitsDataModule",
+    "FashionMNISTDataModule",
+    "ImageFolderDataModule",
+    "InMemoryImageDataModule",
+    "MNISTDataModule",
+]
