@@ -75,3 +75,16 @@ def image_folder(tmp_path: Path) -> Path:
                 root / name / f"{i}.{'png' if i % 2 else 'jpg'}"
             )
     return root
+
+
+@pytest.fixture
+def array_file(tmp_path: Path) -> Path:
+    """An .npz of 60 RGB 12x12 channels-last uint8 images in 3 classes, with class names."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 3
+    images = (rng.random((60, 12, 12, 3)) * 80 + labels[:, None, None, None] * 80).astype(np.uint8)
+    path = tmp_path / "arrays.npz"
+    np.savez(path, images=images, labels=labels, class_names=np.array(["low", "mid", "high"]))
+    return path

@@ -36,14 +36,17 @@ def test_every_model_config_trains_a_few_batches(run_cli, config: str, tmp_path:
 
 @pytest.mark.parametrize("data_config", DATA_CONFIGS)
 def test_every_data_config_trains_a_few_batches(
-    run_cli, data_config: str, fake_fashion_mnist: Path, image_folder: Path
+    run_cli, data_config: str, fake_fashion_mnist: Path, image_folder: Path, array_file: Path
 ) -> None:
-    data_dirs = {"fashion_mnist.yaml": fake_fashion_mnist, "mnist.yaml": fake_fashion_mnist}
-    data_dirs["image_folder.yaml"] = image_folder
-    data_dir = data_dirs.get(data_config)
+    where = {  # offline stand-ins generated in tmp_path
+        "fashion_mnist.yaml": f"--data.data_dir={fake_fashion_mnist}",
+        "mnist.yaml": f"--data.data_dir={fake_fashion_mnist}",
+        "image_folder.yaml": f"--data.data_dir={image_folder}",
+        "arrays.yaml": f"--data.path={array_file}",
+    }
     cli = run_cli(
         "fit", "cnn.yaml", "--data", str(CONFIGS / "data" / data_config),
-        *([f"--data.data_dir={data_dir}"] if data_dir else []), "--data.batch_size=8", *SHORT,
+        *([where[data_config]] if data_config in where else []), "--data.batch_size=8", *SHORT,
     )  # fmt: skip
     assert cli.trainer.global_step == 3
     assert cli.model.hparams.class_names == cli.datamodule.class_names

@@ -4,8 +4,11 @@ A dataset subclass only says what its classes and image shape are and how to loa
 everything else (splitting, normalising, batching) happens here, the same way for every dataset.
 """
 
+from functools import cached_property
+
 import torch
 from lightning import LightningDataModule
+from sklearn.model_selection import train_test_split
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 from torchvision.transforms import v2
 
@@ -112,3 +115,41 @@ class InMemoryImageDataModule(LightningDataModule):
         """Plain per-sample batching of the test split: prediction writers get each batch's sample indices."""
         assert self.test_set is not None, "setup('predict') has not built the test split"
         return DataLoader(self.test_set, batch_size=self.batch_size, num_workers=self.num_workers)
+
+
+class MeasuredImageDataModule(InMemoryImageDataModule):
+    """Base for your own data (image folders, arrays): splits made once, statistics measured on the train split.
+
+    Subclasses implement ``load_splits`` returning uint8 images and labels for ``train``, ``val`` and ``test``;
+    ``split`` makes a stratified, seeded split when the source has no separate one.
+    """
+
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    @cached_property
+    def _splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return self.load_splits()
+
+    def split(self, images: torch.Tensor, labels: torch.Tensor, fraction: float) -> tuple[tuple, tuple]:
+        """Stratified by class, seeded: ``(1 - fraction, fraction)`` of the images."""
+        keep, held = train_test_split(
+            torch.arange(len(labels)), test_size=fraction, stratify=labels, random_state=self.seed
+        )
+        return (images[keep], labels[keep]), (images[held], labels[held])
+
+    @cached_property
+    def mean(self) -> tuple[float, ...]:  # type: ignore[override]
+        """Per-channel mean of the training images in [0, 1], measured once and linked into the model."""
+        return tuple((self._splits["train"][0].float() / 255).mean(dim=(0, 2, 3)).tolist())
+
+    @cached_property
+    def std(self) -> tuple[float, ...]:  # type: ignore[override]
+        return tuple((self._splits["train"][0].float() / 255).std(dim=(0, 2, 3)).tolist())
+
+    def setup(self, stage: str | None = None) -> None:
+        """Runs on every process: wrap the prepared splits (the test split also serves predict)."""
+        if self.train_set is None:
+            self.train_set, self.val_set, self.test_set = (
+                self._dataset(*self._splits[name]) for name in ("train", "val", "test")
+            )

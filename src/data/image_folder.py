@@ -5,24 +5,21 @@ roots under ``data_dir``. Images of any size are resized to ``image_size``; grey
 """
 
 import warnings
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
-from sklearn.model_selection import train_test_split
-from torch.utils.data import TensorDataset
 from torchvision.datasets.folder import find_classes
 from torchvision.transforms import v2
 
-from src.data.base import InMemoryImageDataModule
+from src.data.base import MeasuredImageDataModule
 from src.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-class ImageFolderDataModule(InMemoryImageDataModule):
+class ImageFolderDataModule(MeasuredImageDataModule):
     """Class-per-folder images; normalisation statistics are measured on the training split."""
 
     def __init__(
@@ -82,8 +79,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                 labels.append(label)
         return torch.stack(images), torch.tensor(labels)
 
-    @cached_property
-    def _splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """train/val/test tensors, decoded once: separate roots if present, else a stratified split of one root."""
         if (self.root / "train").is_dir():
             splits = {"train": self._read_folder(self.root / "train")}
@@ -91,35 +87,9 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                 if (self.root / name).is_dir():
                     splits[name] = self._read_folder(self.root / name)
             if "val" not in splits:
-                splits["train"], splits["val"] = self._split(*splits["train"], self.val_split)
+                splits["train"], splits["val"] = self.split(*splits["train"], self.val_split)
             splits.setdefault("test", splits["val"])
             return splits
-        rest, test = self._split(*self._read_folder(self.root), self.test_split)
-        train, val = self._split(*rest, self.val_split)
+        rest, test = self.split(*self._read_folder(self.root), self.test_split)
+        train, val = self.split(*rest, self.val_split)
         return {"train": train, "val": val, "test": test}
-
-    def _split(self, images: torch.Tensor, labels: torch.Tensor, fraction: float) -> tuple[tuple, tuple]:
-        """Stratified, seeded split into (1 - fraction, fraction)."""
-        keep, held = train_test_split(
-            torch.arange(len(labels)), test_size=fraction, stratify=labels, random_state=self.seed
-        )
-        return (images[keep], labels[keep]), (images[held], labels[held])
-
-    @cached_property
-    def mean(self) -> tuple[float, ...]:  # type: ignore[override]
-        """Per-channel mean of the training images in [0, 1] (measured once, linked into the model)."""
-        images = self._splits["train"][0].float() / 255
-        return tuple(images.mean(dim=(0, 2, 3)).tolist())
-
-    @cached_property
-    def std(self) -> tuple[float, ...]:  # type: ignore[override]
-        images = self._splits["train"][0].float() / 255
-        return tuple(images.std(dim=(0, 2, 3)).tolist())
-
-    def setup(self, stage: str | None = None) -> None:
-        """Runs on every process: wrap the decoded splits (the test split also serves predict)."""
-        if self.train_set is None:
-            self.train_set, self.val_set, self.test_set = (
-                TensorDataset(self.transform(self._splits[name][0]), self._splits[name][1])
-                for name in ("train", "val", "test")
-            )

@@ -1,0 +1,111 @@
+"""Images and labels from NumPy ``.npz`` or HDF5 ``.h5``/``.hdf5`` files: the "custom Dataset from arrays" pattern.
+
+Images may be (N, H, W) grey, (N, H, W, C) or (N, C, H, W) with C in {1, 3}, as uint8 (0-255) or floats in [0, 1].
+"""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from src.data.base import MeasuredImageDataModule
+from src.errors import UserError
+
+
+def _read_arrays(path: Path, images_key: str, labels_key: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    if not path.is_file():
+        raise UserError(f"array file not found: {path}. Give a .npz or .h5/.hdf5 file.")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as arrays:
+            keys, get = list(arrays.keys()), arrays.__getitem__
+            found = {k: get(k) for k in (images_key, labels_key, "class_names") if k in keys}
+    elif path.suffix in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(path, "r") as arrays:
+            keys = list(arrays.keys())
+            found = {k: arrays[k][()] for k in (images_key, labels_key, "class_names") if k in keys}
+    else:
+        raise UserError(f"{path}: unsupported array file; use .npz, .h5 or .hdf5.")
+    missing = [k for k in (images_key, labels_key) if k not in found]
+    if missing:
+        raise UserError(f"{path} has no array {missing[0]!r} (it has {keys}); set --data.images_key/labels_key.")
+    names = found.get("class_names")
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None else None
+    return found[images_key], found[labels_key], names
+
+
+def _to_uint8_nchw(images: np.ndarray, path: Path) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    elif x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.permute(0, 3, 1, 2)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise UserError(f"{path}: images of shape {tuple(images.shape)}; expected (N,H,W), (N,H,W,C) or (N,C,H,W).")
+    if x.is_floating_point():
+        x = (x.clamp(0, 1) * 255).round()
+    return x.to(torch.uint8).contiguous()
+
+
+class ArrayDataModule(MeasuredImageDataModule):
+    """Arrays in a file (and optionally a separate test file); statistics measured on the training split."""
+
+    def __init__(
+        self,
+        path: str = "data/arrays.npz",
+        test_path: str | None = None,
+        images_key: str = "images",
+        labels_key: str = "labels",
+        label_names: list[str] | None = None,
+        test_split: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            path: ``.npz`` or ``.h5``/``.hdf5`` file with an images array and a labels array.
+            test_path: optional file with the test split; otherwise ``test_split`` of ``path`` is held out.
+            images_key: name of the images array in the file(s).
+            labels_key: name of the labels array (integers 0..num_classes-1).
+            label_names: one name per class (label order); default: the file's ``class_names`` array, else "0",
+                "1", ... (not called ``class_names``: that name is the model's, linked from ``self.class_names``).
+            test_split: fraction of ``path`` held out as test when there is no ``test_path`` (stratified).
+            **kwargs: batch size, workers, val split and seed: see ``InMemoryImageDataModule``.
+        """
+        self.path, self.test_path = Path(path), Path(test_path) if test_path else None
+        self.images_key, self.labels_key, self.test_split = images_key, labels_key, test_split
+        images, labels, file_names = _read_arrays(self.path, images_key, labels_key)
+        self._images, self._labels = self._check(images, labels, self.path)
+        self.class_names = list(label_names or file_names or range(int(self._labels.max()) + 1))
+        self.class_names = [str(n) for n in self.class_names]
+        self._check_labels(self._labels, self.path)
+        self.input_shape = tuple(self._images.shape[1:])
+        super().__init__(data_dir=str(self.path.parent), **kwargs)
+
+    @staticmethod
+    def _check(images: np.ndarray, labels: np.ndarray, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(images) != len(labels):
+            raise UserError(f"{path}: {len(images)} images but {len(labels)} labels; they must match one to one.")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise UserError(f"{path}: labels must be integers 0..num_classes-1, got dtype {labels.dtype}.")
+        return _to_uint8_nchw(images, path), torch.from_numpy(labels.astype(np.int64)).flatten()
+
+    def _check_labels(self, labels: torch.Tensor, path: Path) -> None:
+        bad = labels[(labels < 0) | (labels >= len(self.class_names))]
+        if len(bad):
+            raise UserError(
+                f"{path}: label {int(bad[0])} is out of range for {len(self.class_names)} classes "
+                f"{self.class_names}; labels must be 0..{len(self.class_names) - 1}."
+            )
+
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if self.test_path is not None:
+            images, labels, _ = _read_arrays(self.test_path, self.images_key, self.labels_key)
+            test = self._check(images, labels, self.test_path)
+            self._check_labels(test[1], self.test_path)
+            rest = (self._images, self._labels)
+        else:
+            rest, test = self.split(self._images, self._labels, self.test_split)
+        train, val = self.split(*rest, self.val_split)
+        return {"train": train, "val": val, "test": test}
