@@ -56,17 +56,24 @@ class EpochTimer(Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def train_epoch_template(data_dir: Path, run_dir: str) -> tuple[float, torch.nn.Module, FashionMNISTDataModule]:
-    """One epoch through the template: its config, callbacks, metrics and TensorBoard logging (no validation)."""
+def _template(data_dir: Path, run_dir: str, *overrides: str):
+    """``configs/cnn.yaml`` on Fashion-MNIST, built by the template's CLI without running anything."""
     configs = ROOT / "configs"
-    cli = cli_main(
+    return cli_main(
         [
             "--config", str(configs / "cnn.yaml"), "--data", str(configs / "data" / "fashion_mnist.yaml"),
-            f"--data.data_dir={data_dir}", "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            f"--trainer.logger.init_args.save_dir={run_dir}", f"--trainer.default_root_dir={run_dir}",
+            f"--data.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={run_dir}",
+            f"--trainer.default_root_dir={run_dir}", *overrides,
         ],
         run=False,
+    )  # fmt: skip
+
+
+def train_epoch_template(data_dir: Path, run_dir: str) -> tuple[float, torch.nn.Module, FashionMNISTDataModule]:
+    """One epoch through the template: its config, callbacks, metrics and TensorBoard logging (no validation)."""
+    cli = _template(
+        data_dir, run_dir, "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
     )  # fmt: skip
     timer = EpochTimer()
     cli.trainer.callbacks.insert(0, timer)
@@ -78,12 +85,7 @@ def train_epoch_template(data_dir: Path, run_dir: str) -> tuple[float, torch.nn.
 
 def _fresh_net(data_dir: Path, run_dir: str) -> tuple[torch.nn.Module, FashionMNISTDataModule]:
     """The template's initial network and data, without training (for running the plain loop first)."""
-    configs = ROOT / "configs"
-    cli = cli_main(
-        ["--config", str(configs / "cnn.yaml"), "--data", str(configs / "data" / "fashion_mnist.yaml"),
-         f"--data.data_dir={data_dir}", f"--trainer.default_root_dir={run_dir}"],
-        run=False,
-    )  # fmt: skip
+    cli = _template(data_dir, run_dir)
     cli.datamodule.setup("fit")
     return cli.model.net, cli.datamodule
 

@@ -15,17 +15,18 @@ from src.errors import UserError
 EXTRACT_DIR = Path("data")
 
 
-class FashionMNISTDataModule(InMemoryImageDataModule):
-    """Fashion-MNIST: 60,000 training images (split into train/val) and the official 10,000 as test.
+class MNISTDataModule(InMemoryImageDataModule):
+    """MNIST: 60,000 training images (split into train/val) and the official 10,000 as test.
 
-    ``data_dir`` may hold the four raw files already (``<data_dir>/FashionMNIST/raw/*-ubyte[.gz]``), as
-    ``../shared/datasets`` does; otherwise torchvision downloads them into it.
+    The base of the MNIST family (as in torchvision): a subclass only names its torchvision dataset class,
+    class names and statistics. ``data_dir`` may hold the four raw files already
+    (``<data_dir>/<Dataset>/raw/*-ubyte[.gz]``), as ``../shared/datasets`` does; otherwise torchvision downloads them.
     """
 
-    dataset_cls: type[datasets.MNIST] = datasets.FashionMNIST
-    class_names = list(datasets.FashionMNIST.classes)
+    dataset_cls: type[datasets.MNIST] = datasets.MNIST
+    class_names = list(datasets.MNIST.classes)
     input_shape = (1, 28, 28)
-    mean, std = (0.2860,), (0.3530,)
+    mean, std = (0.1307,), (0.3081,)
 
     def __init__(self, data_dir: str = "data", download: bool = True, **kwargs: Any) -> None:
         """
@@ -90,9 +91,9 @@ class FashionMNISTDataModule(InMemoryImageDataModule):
         return dataset.data.unsqueeze(1), dataset.targets
 
 
-class MNISTDataModule(FashionMNISTDataModule):
-    """MNIST handwritten digits: same layout, splits and offline behaviour as Fashion-MNIST."""
+class FashionMNISTDataModule(MNISTDataModule):
+    """Fashion-MNIST (Zalando): same layout, splits and offline behaviour as MNIST."""
 
-    dataset_cls = datasets.MNIST
-    class_names = list(datasets.MNIST.classes)
-    mean, std = (0.1307,), (0.3081,)
+    dataset_cls = datasets.FashionMNIST
+    class_names = list(datasets.FashionMNIST.classes)
+    mean, std = (0.2860,), (0.3530,)

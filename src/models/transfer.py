@@ -64,7 +64,6 @@ def _torchvision_backbone(backbone: str) -> nn.Module:
 
 def _download_weights(backbone: str, name: str) -> tuple[nn.Module, InputSpec]:
     """A torchvision weights name: from the torch hub cache, downloading it there when online."""
-    _check_backbone(backbone)
     enum = torchvision.models.get_model_weights(backbone)
     try:
         weights = enum[name]
