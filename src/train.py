@@ -119,7 +119,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> ClassifierCLI:
             run=run,
         )
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        message = str(err)
+        if "Original Traceback" in message:  # raised in a DataLoader worker: its last line is the user's message
+            message = message.strip().splitlines()[-1].split("UserError: ", 1)[-1]
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -88,3 +88,36 @@ def array_file(tmp_path: Path) -> Path:
     path = tmp_path / "arrays.npz"
     np.savez(path, images=images, labels=labels, class_names=np.array(["low", "mid", "high"]))
     return path
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture
+def fake_cifar10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tiny CIFAR-10 in torchvision's pickled layout (5 x 20 training + 20 test images, every class present).
+
+    torchvision checks each batch file's MD5; the fake files' checksums are patched in for this test only.
+    """
+    import hashlib
+    import pickle
+
+    import numpy as np
+    from torchvision.datasets import CIFAR10
+
+    folder = tmp_path / "fake_cifar" / CIFAR10.base_folder
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def write(name: str, content: dict) -> list[str]:
+        (folder / name).write_bytes(pickle.dumps(content))
+        return [name, hashlib.md5((folder / name).read_bytes()).hexdigest()]
+
+    def batch(name: str) -> list[str]:
+        return write(name, {"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), "labels": list(range(10)) * 2})
+
+    monkeypatch.setattr(CIFAR10, "train_list", [batch(f"data_batch_{i}") for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [batch("test_batch")])
+    _, md5 = write("batches.meta", {"label_names": CIFAR10_CLASSES})
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5})
+    return folder.parent

@@ -19,9 +19,9 @@ def test_npz_channels_last_with_class_names(array_file: Path) -> None:
     assert all(torch.bincount(s.tensors[1], minlength=3).min() > 0 for s in (dm.train_set, dm.val_set, dm.test_set))
     source = np.load(array_file)
     first = dm.train_set.tensors[0][0]
-    assert first.shape == (3, 12, 12) and first.min() >= 0 and first.max() <= 1
-    matches = [i for i, img in enumerate(source["images"]) if np.allclose(img.transpose(2, 0, 1) / 255, first)]
-    assert len(matches) == 1  # the pixels arrive unchanged, channels first, scaled to [0, 1]
+    assert first.shape == (3, 12, 12) and first.dtype == torch.uint8
+    matches = [i for i, img in enumerate(source["images"]) if np.array_equal(img.transpose(2, 0, 1), first)]
+    assert len(matches) == 1  # the pixels arrive unchanged, channels first
 
 
 def test_h5_grey_float_images_with_a_separate_test_file(tmp_path: Path) -> None:

@@ -36,9 +36,10 @@ def test_every_model_config_trains_a_few_batches(run_cli, config: str, tmp_path:
 
 @pytest.mark.parametrize("data_config", DATA_CONFIGS)
 def test_every_data_config_trains_a_few_batches(
-    run_cli, data_config: str, fake_fashion_mnist: Path, image_folder: Path, array_file: Path
+    run_cli, data_config: str, fake_fashion_mnist: Path, fake_cifar10: Path, image_folder: Path, array_file: Path
 ) -> None:
     where = {  # offline stand-ins generated in tmp_path
+        "cifar10.yaml": f"--data.data_dir={fake_cifar10}",
         "fashion_mnist.yaml": f"--data.data_dir={fake_fashion_mnist}",
         "mnist.yaml": f"--data.data_dir={fake_fashion_mnist}",
         "image_folder.yaml": f"--data.data_dir={image_folder}",
@@ -51,6 +52,8 @@ def test_every_data_config_trains_a_few_batches(
     assert cli.trainer.global_step == 3
     assert cli.model.hparams.class_names == cli.datamodule.class_names
     assert tuple(cli.model.hparams.input_shape) == cli.datamodule.input_shape
+    # Augmentation is on where it helps (CIFAR-10's photos); digits must not be mirrored or rotated.
+    assert cli.datamodule.augment.active == (data_config == "cifar10.yaml")
 
 
 @pytest.mark.parametrize("config", MODEL_CONFIGS)

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import RandomSampler, SequentialSampler
 
 from src.data import DigitsDataModule, FashionMNISTDataModule
-from src.data import mnist as mnist_module
+from src.data import base as data_base
 from src.errors import UserError
 from src.models import ImageClassifier
 
@@ -47,18 +47,23 @@ def test_only_the_train_loader_shuffles() -> None:
     assert not torch.equal(first, again), "each epoch must reshuffle"
     assert torch.equal(next(iter(dm.val_dataloader()))[1], dm.val_set.tensors[1][:32])
     x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (32, 1, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.long
+    assert x.shape == (32, 1, 8, 8) and x.dtype == torch.uint8 and y.dtype == torch.long
 
 
-def test_images_are_scaled_and_the_model_normalises_them_with_the_data_statistics() -> None:
+def test_the_model_scales_uint8_images_and_normalises_them_with_the_data_statistics() -> None:
     dm = DigitsDataModule()
     dm.setup("fit")
     images = dm.train_set.tensors[0]
-    assert images.min() == 0.0 and images.max() == 1.0
+    assert images.dtype == torch.uint8 and images.min() == 0 and images.max() == 255
     model = ImageClassifier(dm.class_names, dm.input_shape, dm.mean, dm.std)
-    normalised = model.normalize(images)
-    assert abs(normalised.mean().item()) < 0.05
-    assert normalised.std().item() == pytest.approx(1.0, abs=0.05)
+    seen = []
+    model.net.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    model.eval()
+    with torch.no_grad():
+        from_bytes, from_floats = model(images), model(images.float() / 255)
+    assert seen[0].dtype == torch.float32
+    assert abs(seen[0].mean().item()) < 0.05 and seen[0].std().item() == pytest.approx(1.0, abs=0.05)
+    torch.testing.assert_close(from_bytes, from_floats)  # uint8 and [0, 1] floats are the same images
 
 
 def test_fashion_mnist_loads_raw_files_offline(fake_fashion_mnist: Path) -> None:
@@ -79,7 +84,7 @@ def test_fashion_mnist_missing_files_say_where_to_put_them(tmp_path: Path) -> No
 def test_real_fashion_mnist_archives_are_extracted_outside_data_dir(
     shared_datasets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mnist_module, "EXTRACT_DIR", tmp_path / "data")
+    monkeypatch.setattr(data_base, "EXTRACT_DIR", tmp_path / "data")
     before = sorted(p.name for p in (shared_datasets / "FashionMNIST" / "raw").iterdir())
     dm = FashionMNISTDataModule(data_dir=str(shared_datasets))
     dm.prepare_data()

@@ -71,7 +71,7 @@ class ArrayDataModule(MeasuredImageDataModule):
             label_names: one name per class (label order); default: the file's ``class_names`` array, else "0",
                 "1", ... (not called ``class_names``: that name is the model's, linked from ``self.class_names``).
             test_split: fraction of ``path`` held out as test when there is no ``test_path`` (stratified).
-            **kwargs: batch size, workers, val split and seed: see ``InMemoryImageDataModule``.
+            **kwargs: batch size, workers, val split and seed: see ``ImageDataModule``.
         """
         self.path, self.test_path = Path(path), Path(test_path) if test_path else None
         self.images_key, self.labels_key, self.test_split = images_key, labels_key, test_split

@@ -1,26 +1,37 @@
-"""Shared DataModule logic: train/val split, loaders, class names, input shape, normalisation statistics.
+"""Shared DataModule logic: train/val split, loaders, class names, input shape, normalisation statistics, augmentation.
 
 A dataset subclass only says what its classes and image shape are and how to load a split as a uint8 tensor;
-everything else (splitting, normalising, batching) happens here, the same way for every dataset.
+everything else (splitting, batching, augmenting) happens here, the same way for every dataset.
 """
 
+import warnings
 from functools import cached_property
+from pathlib import Path
+from typing import Literal
 
 import torch
 from lightning import LightningDataModule
+from lightning.fabric.utilities.data import suggested_max_num_workers
 from sklearn.model_selection import train_test_split
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
-from torchvision.transforms import v2
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
 
+from src.data.augment import BatchAugment
 from src.errors import UserError
 
+#: Where verified archives found in ``data_dir`` (e.g. a read-only ``../shared/datasets``) are extracted.
+EXTRACT_DIR = Path("data")
 
-class InMemoryImageDataModule(LightningDataModule):
-    """Base for datasets that fit in memory: decoded once into uint8 tensors, normalised once, then batched.
 
-    Subclasses set ``class_names``, ``input_shape``, ``mean``, ``std`` and implement ``load_split``. Images leave
-    the loaders as floats in [0, 1]; ``mean``/``std`` are linked into the model, which normalises on its own device
-    and keeps the statistics in its checkpoint (so a checkpoint alone can classify new images).
+class ImageDataModule(LightningDataModule):
+    """Base of every dataset: uint8 images in, whole batches out, augmented on the training device.
+
+    Subclasses set ``class_names``, ``input_shape``, ``mean``, ``std`` and implement ``load_split``. Splits are
+    kept as uint8 (N, C, H, W) tensors (the fast path: each batch is ONE tensor index, no per-sample work, 4x less
+    memory and host-to-GPU traffic than floats); a subclass may instead hand ``_dataset`` a streaming ``Dataset``
+    of uint8 (C, H, W) images for data too large for memory. Batches leave the loaders as uint8; the model
+    converts them to [0, 1] floats and normalises with ``mean``/``std`` (linked into it and kept in its
+    checkpoint, so a checkpoint alone can classify new images). Training batches are augmented per image in
+    ``on_after_batch_transfer``, i.e. on the GPU when training on one.
     """
 
     class_names: list[str]
@@ -32,34 +43,52 @@ class InMemoryImageDataModule(LightningDataModule):
         self,
         data_dir: str = "data",
         batch_size: int = 64,
-        num_workers: int = 0,
+        num_workers: int | Literal["auto"] = "auto",
         pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
         val_split: float = 0.1,
         seed: int = 42,
+        random_crop_padding: int = 0,
+        random_hflip: bool = False,
+        random_rotation: float = 0.0,
     ) -> None:
         """
         Args:
             data_dir: folder holding (or receiving) the dataset files (unused by built-in datasets like digits).
             batch_size: images per batch, for every stage.
-            num_workers: DataLoader worker processes; 0 is fastest for in-memory tensors (batches are one index).
+            num_workers: DataLoader worker processes. ``auto``: 0 for in-memory tensors (a batch is one index;
+                workers would only add copies), Lightning's suggestion (CPUs per device - 1) for streamed files.
             pin_memory: page-locked host memory for faster GPU copies; ``None`` = when a GPU is present.
+            persistent_workers: keep workers alive between epochs; ``None`` = whenever there are workers.
             val_split: fraction of the training images held out for validation (a fixed, seeded split).
             seed: seed of the train/val split, so every run validates on the same images.
+            random_crop_padding: training augmentation: pad this many black pixels per side, crop back to size at
+                a random offset (``v2.RandomCrop(size, padding)``); 0 = off. CIFAR-10 uses 4.
+            random_hflip: training augmentation: mirror half of the images left-right. Off for digits.
+            random_rotation: training augmentation: rotate by a random angle in [-d, d] degrees; 0 = off.
         """
         super().__init__()
         if not 0.0 < val_split < 1.0:
             raise UserError(f"--data.val_split {val_split} must be between 0 and 1 (exclusive), e.g. 0.1")
+        if num_workers != "auto" and num_workers < 0:
+            raise UserError(f"--data.num_workers {num_workers} must be >= 0, or auto")
+        if random_crop_padding < 0 or random_rotation < 0:
+            raise UserError(
+                f"--data.random_crop_padding ({random_crop_padding}) and --data.random_rotation "
+                f"({random_rotation}) must be >= 0 (0 turns them off)"
+            )
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers
         self.val_split = val_split
         self.seed = seed
-        self.transform = v2.ToDtype(torch.float32, scale=True)
-        self.train_set: TensorDataset | None = None
-        self.val_set: TensorDataset | None = None
-        self.test_set: TensorDataset | None = None
+        self.augment = BatchAugment(random_crop_padding, random_hflip, random_rotation)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
 
     @property
     def num_classes(self) -> int:
@@ -69,8 +98,8 @@ class InMemoryImageDataModule(LightningDataModule):
         """Images as uint8 (N, C, H, W) and int64 labels (N,) of the training or the test split."""
         raise NotImplementedError
 
-    def _dataset(self, images: torch.Tensor, labels: torch.Tensor) -> TensorDataset:
-        return TensorDataset(self.transform(images), labels.long())
+    def _dataset(self, images: torch.Tensor, labels: torch.Tensor) -> Dataset:
+        return TensorDataset(images, labels.long())
 
     def setup(self, stage: str | None = None) -> None:
         """Runs on every process: build the splits the stage needs (the test split also serves predict)."""
@@ -84,22 +113,33 @@ class InMemoryImageDataModule(LightningDataModule):
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = self._dataset(*self.load_split(train=False))
 
-    def _loader(self, dataset: TensorDataset | None, shuffle: bool = False) -> DataLoader:
-        """Whole batches by one tensor index each: no per-sample ``__getitem__`` and no collate.
+    def workers(self, dataset: Dataset) -> int:
+        """``num_workers``, with ``auto`` resolved for this dataset and machine."""
+        if self.num_workers != "auto":
+            return self.num_workers
+        if isinstance(dataset, TensorDataset):
+            return 0
+        devices = self.trainer.num_devices if self.trainer is not None else 1
+        return suggested_max_num_workers(devices)
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
+        """Whole batches: one tensor index each for in-memory tensors, worker processes for streamed files.
 
         ``TensorDataset`` accepts a list of indices, so a ``BatchSampler`` used as the sampler (with
-        ``batch_size=None``) yields ready batches; the order is the same as ``DataLoader(shuffle=...)``'s.
+        ``batch_size=None``) yields ready batches with no per-sample ``__getitem__`` and no collate; the order is
+        the same as ``DataLoader(shuffle=...)``'s, so both paths see the same batches for the same seed.
         """
         assert dataset is not None, "setup() has not built this split"
+        workers = self.workers(dataset)
+        persistent = workers > 0 if self.persistent_workers is None else self.persistent_workers and workers > 0
+        common = dict(num_workers=workers, pin_memory=self.pin_memory, persistent_workers=persistent)
+        if not isinstance(dataset, TensorDataset):
+            return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, **common)
+        if workers == 0:  # deliberate: Lightning's "not many workers" hint is about per-sample loading
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-        return DataLoader(
-            dataset,
-            sampler=BatchSampler(order, self.batch_size, drop_last=False),
-            batch_size=None,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        batches = BatchSampler(order, self.batch_size, drop_last=False)
+        return DataLoader(dataset, sampler=batches, batch_size=None, **common)
 
     def train_dataloader(self) -> DataLoader:
         """The only shuffled loader: evaluation order stays fixed."""
@@ -114,38 +154,59 @@ class InMemoryImageDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Plain per-sample batching of the test split: prediction writers get each batch's sample indices."""
         assert self.test_set is not None, "setup('predict') has not built the test split"
-        return DataLoader(self.test_set, batch_size=self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self.test_set, batch_size=self.batch_size, num_workers=self.workers(self.test_set))
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> tuple:
+        """Runs on the training device after each batch is moved there: augment training batches only."""
+        # Only (images, labels) batches: Lightning also passes the model's example input through this hook.
+        training = self.augment.active and self.trainer is not None and self.trainer.training
+        if training and isinstance(batch, (list, tuple)) and len(batch) == 2:
+            images, labels = batch
+            return type(batch)([self.augment(images), labels])
+        return batch
 
 
-class MeasuredImageDataModule(InMemoryImageDataModule):
+class MeasuredImageDataModule(ImageDataModule):
     """Base for your own data (image folders, arrays): splits made once, statistics measured on the train split.
 
-    Subclasses implement ``load_splits`` returning uint8 images and labels for ``train``, ``val`` and ``test``;
-    ``split`` makes a stratified, seeded split when the source has no separate one.
+    Subclasses implement ``load_splits`` returning images and labels for ``train``, ``val`` and ``test``: uint8
+    tensors, or anything ``_dataset`` turns into a ``Dataset`` (e.g. file paths to stream). ``split`` makes a
+    stratified, seeded split when the source has no separate one.
     """
 
-    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def load_splits(self) -> dict[str, tuple]:
         raise NotImplementedError
 
     @cached_property
-    def _splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _splits(self) -> dict[str, tuple]:
         return self.load_splits()
 
-    def split(self, images: torch.Tensor, labels: torch.Tensor, fraction: float) -> tuple[tuple, tuple]:
-        """Stratified by class, seeded: ``(1 - fraction, fraction)`` of the images."""
+    def split(self, images: torch.Tensor | list, labels: torch.Tensor, fraction: float) -> tuple[tuple, tuple]:
+        """Stratified by class, seeded: ``(1 - fraction, fraction)`` of the images (a tensor or a list)."""
         keep, held = train_test_split(
             torch.arange(len(labels)), test_size=fraction, stratify=labels, random_state=self.seed
         )
-        return (images[keep], labels[keep]), (images[held], labels[held])
+        if isinstance(images, torch.Tensor):
+            return (images[keep], labels[keep]), (images[held], labels[held])
+        return ([images[i] for i in keep], labels[keep]), ([images[i] for i in held], labels[held])
+
+    def statistics_sample(self) -> torch.Tensor:
+        """uint8 training images the normalisation statistics are measured on: all of them, when in memory."""
+        return self._splits["train"][0]
 
     @cached_property
+    def _statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        images = self.statistics_sample().float() / 255
+        return tuple(images.mean(dim=(0, 2, 3)).tolist()), tuple(images.std(dim=(0, 2, 3)).tolist())
+
+    @property
     def mean(self) -> tuple[float, ...]:  # type: ignore[override]
         """Per-channel mean of the training images in [0, 1], measured once and linked into the model."""
-        return tuple((self._splits["train"][0].float() / 255).mean(dim=(0, 2, 3)).tolist())
+        return self._statistics[0]
 
-    @cached_property
+    @property
     def std(self) -> tuple[float, ...]:  # type: ignore[override]
-        return tuple((self._splits["train"][0].float() / 255).std(dim=(0, 2, 3)).tolist())
+        return self._statistics[1]
 
     def setup(self, stage: str | None = None) -> None:
         """Runs on every process: wrap the prepared splits (the test split also serves predict)."""

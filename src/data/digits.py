@@ -5,10 +5,10 @@ from typing import Any
 import torch
 from sklearn.datasets import load_digits
 
-from src.data.base import InMemoryImageDataModule
+from src.data.base import ImageDataModule
 
 
-class DigitsDataModule(InMemoryImageDataModule):
+class DigitsDataModule(ImageDataModule):
     """Digits 0-9 (UCI optical recognition set as shipped in scikit-learn), split train/val/test with fixed seeds."""
 
     class_names = [str(d) for d in range(10)]
@@ -19,7 +19,7 @@ class DigitsDataModule(InMemoryImageDataModule):
         """
         Args:
             test_split: fraction of all images held out as the test split (always the same images).
-            **kwargs: batch size, workers, val split and seed: see ``InMemoryImageDataModule``.
+            **kwargs: batch size, workers, val split and seed: see ``ImageDataModule``.
         """
         super().__init__(**kwargs)
         self.test_split = test_split

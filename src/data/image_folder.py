@@ -1,15 +1,21 @@
-"""A folder of images, one sub-folder per class (``root/<class>/*.png|jpg|jpeg|bmp|webp``), decoded once into memory.
+"""A folder of images, one sub-folder per class (``root/<class>/*.png|jpg|jpeg|bmp|webp``).
 
 Either one root split into train/val/test (stratified, seeded), or separate ``train/``, ``val/`` and ``test/``
-roots under ``data_dir``. Images of any size are resized to ``image_size``; grey or RGB as configured.
+roots under ``data_dir``. Images of any size are resized to ``image_size``; grey or RGB as configured. Folders
+that fit in memory are decoded once into uint8 tensors (the fast path); larger ones are streamed from disk by
+DataLoader workers. Both give the same images in the same batches.
 """
 
+import os
 import warnings
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
+from torch.utils.data import Dataset
 from torchvision.datasets.folder import find_classes
 from torchvision.transforms import v2
 
@@ -17,6 +23,35 @@ from src.data.base import MeasuredImageDataModule
 from src.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+#: Images the normalisation statistics are measured on when streaming (a seeded sample of the training split).
+STATISTICS_SAMPLE = 5000
+
+
+def read_image(path: Path, image_size: int, grayscale: bool) -> torch.Tensor:
+    """One image file as a uint8 (C, image_size, image_size) tensor; PIL's errors for unreadable files."""
+    with Image.open(path) as pil_image:
+        image = v2.functional.pil_to_tensor(pil_image.convert("L" if grayscale else "RGB"))
+    if image.shape[-2:] != (image_size, image_size):
+        image = v2.functional.resize(image, [image_size, image_size], antialias=True)
+    return image
+
+
+class ImageFiles(Dataset):
+    """Streams image files: decoded in DataLoader workers, one at a time, into uint8 tensors."""
+
+    def __init__(self, paths: list[Path], labels: torch.Tensor, image_size: int, grayscale: bool) -> None:
+        self.paths, self.labels = paths, labels
+        self.image_size, self.grayscale = image_size, grayscale
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        path = self.paths[index]
+        try:
+            return read_image(path, self.image_size, self.grayscale), self.labels[index]
+        except OSError as err:  # a truncated file passes the header check and is only found here
+            raise UserError(f"cannot read image {path} ({err}). Remove it and run again.") from None
 
 
 class ImageFolderDataModule(MeasuredImageDataModule):
@@ -29,6 +64,7 @@ class ImageFolderDataModule(MeasuredImageDataModule):
         grayscale: bool = False,
         test_split: float = 0.1,
         skip_corrupt: bool = False,
+        in_memory: bool | Literal["auto"] = "auto",
         **kwargs: Any,
     ) -> None:
         """
@@ -38,7 +74,9 @@ class ImageFolderDataModule(MeasuredImageDataModule):
             grayscale: decode as one grey channel instead of RGB.
             test_split: with a single root, the fraction held out as test (stratified by class).
             skip_corrupt: skip unreadable images with a warning instead of stopping with an error.
-            **kwargs: batch size, workers, val split and seed: see ``InMemoryImageDataModule``.
+            in_memory: decode every image once into memory (fast path) or stream files from disk with DataLoader
+                workers; ``auto`` decodes when the decoded images take at most a quarter of this machine's RAM.
+            **kwargs: batch size, workers, val split, seed and augmentation: see ``ImageDataModule``.
         """
         self.root = Path(data_dir)
         train_root = self.root / "train" if (self.root / "train").is_dir() else self.root
@@ -53,43 +91,93 @@ class ImageFolderDataModule(MeasuredImageDataModule):
         self.input_shape = (1 if grayscale else 3, image_size, image_size)
         self.image_size, self.grayscale = image_size, grayscale
         self.test_split, self.skip_corrupt = test_split, skip_corrupt
+        self._in_memory = in_memory
         super().__init__(data_dir=data_dir, **kwargs)
 
-    def _read_folder(self, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode every image under ``root/<class>/`` into one uint8 (N, C, H, W) tensor, resized."""
-        mode = "L" if self.grayscale else "RGB"
-        resize = v2.Resize((self.image_size, self.image_size), antialias=True)
-        images, labels = [], []
+    def _list_folder(self, root: Path) -> tuple[list[Path], torch.Tensor]:
+        """Every image file under ``root/<class>/`` and its label, in a fixed (sorted) order."""
+        paths, labels = [], []
         for label, name in enumerate(self.class_names):
             files = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 raise UserError(f"class folder {root / name} has no images ({', '.join(IMAGE_SUFFIXES)}).")
-            for path in files:
-                try:
-                    with Image.open(path) as pil_image:
-                        image = v2.functional.pil_to_tensor(pil_image.convert(mode))
-                except OSError as err:  # PIL's UnidentifiedImageError and truncated files are OSErrors
-                    if not self.skip_corrupt:
-                        raise UserError(
-                            f"cannot read image {path} ({err}). Remove it, or pass --data.skip_corrupt true."
-                        ) from None
-                    warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
-                    continue
-                images.append(image if image.shape[-2:] == (self.image_size,) * 2 else resize(image))
-                labels.append(label)
-        return torch.stack(images), torch.tensor(labels)
+            paths += files
+            labels += [label] * len(files)
+        return paths, torch.tensor(labels)
 
-    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """train/val/test tensors, decoded once: separate roots if present, else a stratified split of one root."""
+    def _unreadable(self, path: Path, err: OSError) -> None:
+        if not self.skip_corrupt:
+            raise UserError(f"cannot read image {path} ({err}). Remove it, or pass --data.skip_corrupt true.")
+        warnings.warn(f"skipping unreadable image {path}", stacklevel=3)
+
+    def _decode(self, paths: list[Path], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode files into one uint8 (N, C, H, W) tensor (the fast path)."""
+        images, kept = [], []
+        for i, path in enumerate(paths):
+            try:
+                images.append(read_image(path, self.image_size, self.grayscale))
+                kept.append(i)
+            except OSError as err:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+                self._unreadable(path, err)
+        return torch.stack(images), labels[kept]
+
+    def _check_headers(self, paths: list[Path], labels: torch.Tensor) -> tuple[list[Path], torch.Tensor]:
+        """Before streaming: open every file's header (cheap), so non-images fail or are skipped now."""
+        kept = []
+        for i, path in enumerate(paths):
+            try:
+                with Image.open(path):
+                    kept.append(i)
+            except OSError as err:
+                self._unreadable(path, err)
+        return [paths[i] for i in kept], labels[kept]
+
+    @cached_property
+    def in_memory(self) -> bool:
+        """The fast path unless the decoded images would take more than a quarter of the machine's memory."""
+        if self._in_memory != "auto":
+            return bool(self._in_memory)
+        count = sum(len(self._list_folder(root)[0]) for root in self._roots().values() if root is not None)
+        needed = count * self.input_shape[0] * self.image_size**2
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        choice = needed <= available / 4
+        rank_zero_info(
+            f"{count} images, {needed / 2**30:.2f} GiB decoded: "
+            f"{'decoded into memory' if choice else 'streamed from disk'} (--data.in_memory true/false to choose)"
+        )
+        return choice
+
+    def _roots(self) -> dict[str, Path | None]:
         if (self.root / "train").is_dir():
-            splits = {"train": self._read_folder(self.root / "train")}
-            for name in ("val", "test"):
-                if (self.root / name).is_dir():
-                    splits[name] = self._read_folder(self.root / name)
+            return {
+                name: (self.root / name if (self.root / name).is_dir() else None) for name in ("train", "val", "test")
+            }
+        return {"all": self.root}
+
+    def load_splits(self) -> dict[str, tuple]:
+        """train/val/test: separate roots if present, else a stratified split of one root; decoded or file lists."""
+        roots = self._roots()
+        if "all" in roots:
+            rest, test = self.split(*self._list_folder(self.root), self.test_split)
+            splits = dict(zip(("train", "val"), self.split(*rest, self.val_split), strict=True)) | {"test": test}
+        else:
+            splits = {name: self._list_folder(root) for name, root in roots.items() if root is not None}
             if "val" not in splits:
                 splits["train"], splits["val"] = self.split(*splits["train"], self.val_split)
             splits.setdefault("test", splits["val"])
-            return splits
-        rest, test = self.split(*self._read_folder(self.root), self.test_split)
-        train, val = self.split(*rest, self.val_split)
-        return {"train": train, "val": val, "test": test}
+        prepare = self._decode if self.in_memory else self._check_headers
+        return {name: prepare(*split) for name, split in splits.items()}
+
+    def _dataset(self, images: torch.Tensor | list[Path], labels: torch.Tensor) -> Dataset:
+        if isinstance(images, list):
+            return ImageFiles(images, labels, self.image_size, self.grayscale)
+        return super()._dataset(images, labels)
+
+    def statistics_sample(self) -> torch.Tensor:
+        """All training images in memory; when streaming, a seeded sample of up to ``STATISTICS_SAMPLE`` of them."""
+        images, labels = self._splits["train"]
+        if not isinstance(images, list):
+            return images
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))[:STATISTICS_SAMPLE]
+        pick = pick.sort().values  # in file order: a small folder gives exactly the in-memory statistics
+        return self._decode([images[i] for i in pick], labels[pick])[0]
