@@ -38,11 +38,11 @@ def data_epoch_torchvision(root: Path) -> tuple[float, int]:
 
 
 def data_epoch_template(dm: FashionMNISTDataModule) -> tuple[float, int]:
-    """Seconds for one pass over the template's training split, normalisation included (the model does it)."""
+    """Seconds for one pass over the template's training split, uint8 -> float and normalisation included."""
     normalize = v2.Normalize(dm.mean, dm.std)
     start = time.perf_counter()
     for images, _labels in dm.train_dataloader():
-        normalize(images)
+        normalize(v2.functional.to_dtype(images, torch.float32, scale=True))
     return time.perf_counter() - start, len(dm.train_set)
 
 
@@ -91,7 +91,7 @@ def _fresh_net(data_dir: Path, run_dir: str) -> tuple[torch.nn.Module, FashionMN
 
 
 def train_epoch_plain(net: torch.nn.Module, dm: FashionMNISTDataModule, batch_size: int = 64) -> float:
-    """The same epoch by hand: shuffle, normalise, forward, cross-entropy, backward, Adam step."""
+    """The same epoch by hand: shuffle, scale the uint8 images, normalise, forward, cross-entropy, backward, Adam."""
     images, labels = dm.train_set.tensors
     normalize = v2.Normalize(dm.mean, dm.std)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -100,7 +100,7 @@ def train_epoch_plain(net: torch.nn.Module, dm: FashionMNISTDataModule, batch_si
     start = time.perf_counter()
     for batch in torch.randperm(len(labels)).split(batch_size):
         optimizer.zero_grad()
-        loss = loss_fn(net(normalize(images[batch])), labels[batch])
+        loss = loss_fn(net(normalize(v2.functional.to_dtype(images[batch], torch.float32, scale=True))), labels[batch])
         loss.backward()
         optimizer.step()
     return time.perf_counter() - start

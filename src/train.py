@@ -5,6 +5,7 @@ on the command line (``--model.optimizer.lr 0.01``, ``--trainer.max_epochs 3``, 
 """
 
 import sys
+import warnings
 from pathlib import Path
 from typing import TextIO
 
@@ -18,6 +19,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from src.callbacks import PredictionWriter
 from src.errors import UserError
 from src.models import ImageClassifier, TransferFinetuning
+
+# Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates, on every run: not actionable here.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 class QuietUsageParser(LightningArgumentParser):

@@ -72,11 +72,11 @@ def test_streaming_gives_the_same_images_statistics_and_batches(image_folder: Pa
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-def fit_one_epoch(dm: ImageFolderDataModule, tmp_path: Path) -> dict[str, torch.Tensor]:
+def fit_two_epochs(dm: ImageFolderDataModule, tmp_path: Path) -> dict[str, torch.Tensor]:
     seed_everything(7)
     model = ImageClassifier(dm.class_names, dm.input_shape, dm.mean, dm.std)
     trainer = Trainer(
-        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(model, dm)
@@ -85,8 +85,8 @@ def fit_one_epoch(dm: ImageFolderDataModule, tmp_path: Path) -> dict[str, torch.
 
 def test_streaming_and_in_memory_train_identically(image_folder: Path, tmp_path: Path) -> None:
     kwargs = dict(data_dir=str(image_folder), image_size=16, batch_size=4)
-    memory = fit_one_epoch(ImageFolderDataModule(in_memory=True, **kwargs), tmp_path)
-    stream = fit_one_epoch(ImageFolderDataModule(in_memory=False, **kwargs), tmp_path)
+    memory = fit_two_epochs(ImageFolderDataModule(in_memory=True, **kwargs), tmp_path)
+    stream = fit_two_epochs(ImageFolderDataModule(in_memory=False, **kwargs), tmp_path)
     seed_everything(7)
     initial = ImageClassifier(["a", "b", "c"], (3, 16, 16)).state_dict()
     assert not torch.equal(memory["net.classifier.2.weight"], initial["net.classifier.2.weight"]), "it trained"
@@ -114,3 +114,15 @@ def test_streaming_names_a_truncated_image_with_a_clean_exit(
         f"--data.data_dir={image_folder}", "--data.in_memory=false", "--data.val_split=0.5", "--trainer.max_epochs=1",
     )  # fmt: skip
     assert "truncated.jpg" in err and "Remove it" in err
+
+
+def test_statistics_come_from_the_same_capped_sample_in_both_modes(
+    image_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("src.data.base.STATISTICS_SAMPLE", 10)  # stands in for 5,000 of a large folder
+    memory = ImageFolderDataModule(data_dir=str(image_folder), in_memory=True)
+    stream = ImageFolderDataModule(data_dir=str(image_folder), in_memory=False)
+    assert (memory.mean, memory.std) == (stream.mean, stream.std)
+    every = (memory._splits["train"][0].float() / 255).mean(dim=(0, 2, 3)).tolist()
+    assert memory.mean != pytest.approx(every, abs=1e-6), "measured on the sample, not the whole split"
+    assert memory.mean == pytest.approx(every, abs=0.1)

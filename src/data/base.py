@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.multiprocessing as mp
 from lightning import LightningDataModule
 from lightning.fabric.utilities.data import suggested_max_num_workers
 from sklearn.model_selection import train_test_split
@@ -18,6 +19,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from src.data.augment import BatchAugment
 from src.errors import UserError
 
+#: Training images the statistics of image folders and arrays are measured on (a seeded sample; plenty for 3 decimals).
+STATISTICS_SAMPLE = 5000
 #: Where verified archives found in ``data_dir`` (e.g. a read-only ``../shared/datasets``) are extracted.
 EXTRACT_DIR = Path("data")
 
@@ -59,7 +62,7 @@ class ImageDataModule(LightningDataModule):
             num_workers: DataLoader worker processes. ``auto``: 0 for in-memory tensors (a batch is one index;
                 workers would only add copies), Lightning's suggestion (CPUs per device - 1) for streamed files.
             pin_memory: page-locked host memory for faster GPU copies; ``None`` = when a GPU is present.
-            persistent_workers: keep workers alive between epochs; ``None`` = whenever there are workers.
+            persistent_workers: keep workers alive between epochs; ``None`` = only where they start slowly (spawn).
             val_split: fraction of the training images held out for validation (a fixed, seeded split).
             seed: seed of the train/val split, so every run validates on the same images.
             random_crop_padding: training augmentation: pad this many black pixels per side, crop back to size at
@@ -131,7 +134,12 @@ class ImageDataModule(LightningDataModule):
         """
         assert dataset is not None, "setup() has not built this split"
         workers = self.workers(dataset)
-        persistent = workers > 0 if self.persistent_workers is None else self.persistent_workers and workers > 0
+        # Auto: keep workers only where starting them is slow (spawn/forkserver). A persistent iterator skips the
+        # per-epoch seed draw every other loader makes, so from epoch 2 on the shuffle and dropout would differ
+        # from the in-memory path's for the same seed; with fork, a fresh start each epoch costs milliseconds.
+        method = mp.get_start_method(allow_none=True) or mp.get_all_start_methods()[0]  # [0]: the default
+        keep = method != "fork" if self.persistent_workers is None else self.persistent_workers
+        persistent = keep and workers > 0
         common = dict(num_workers=workers, pin_memory=self.pin_memory, persistent_workers=persistent)
         if not isinstance(dataset, TensorDataset):
             return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, **common)
@@ -191,8 +199,16 @@ class MeasuredImageDataModule(ImageDataModule):
         return ([images[i] for i in keep], labels[keep]), ([images[i] for i in held], labels[held])
 
     def statistics_sample(self) -> torch.Tensor:
-        """uint8 training images the normalisation statistics are measured on: all of them, when in memory."""
-        return self._splits["train"][0]
+        """uint8 training images the normalisation statistics are measured on: a seeded sample of at most
+        ``STATISTICS_SAMPLE`` (all of a smaller split), in split order, the same whether images are held in memory
+        or streamed, so both paths normalise, and train, identically."""
+        images, labels = self._splits["train"]
+        pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))[:STATISTICS_SAMPLE]
+        return self.sample_images(images, pick.sort().values)
+
+    def sample_images(self, images: torch.Tensor | list, index: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at ``index`` of a split (subclasses that stream decode them here)."""
+        return images[index]
 
     @cached_property
     def _statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:

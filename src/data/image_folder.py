@@ -23,8 +23,6 @@ from src.data.base import MeasuredImageDataModule
 from src.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-#: Images the normalisation statistics are measured on when streaming (a seeded sample of the training split).
-STATISTICS_SAMPLE = 5000
 
 
 def read_image(path: Path, image_size: int, grayscale: bool) -> torch.Tensor:
@@ -173,11 +171,8 @@ class ImageFolderDataModule(MeasuredImageDataModule):
             return ImageFiles(images, labels, self.image_size, self.grayscale)
         return super()._dataset(images, labels)
 
-    def statistics_sample(self) -> torch.Tensor:
-        """All training images in memory; when streaming, a seeded sample of up to ``STATISTICS_SAMPLE`` of them."""
-        images, labels = self._splits["train"]
-        if not isinstance(images, list):
-            return images
-        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))[:STATISTICS_SAMPLE]
-        pick = pick.sort().values  # in file order: a small folder gives exactly the in-memory statistics
-        return self._decode([images[i] for i in pick], labels[pick])[0]
+    def sample_images(self, images: torch.Tensor | list[Path], index: torch.Tensor) -> torch.Tensor:
+        """Decoded when streaming: the statistics sample is read from disk once."""
+        if isinstance(images, list):
+            return self._decode([images[i] for i in index], torch.zeros(len(index)))[0]
+        return images[index]
