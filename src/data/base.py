@@ -200,15 +200,11 @@ class MeasuredImageDataModule(ImageDataModule):
 
     def statistics_sample(self) -> torch.Tensor:
         """uint8 training images the normalisation statistics are measured on: a seeded sample of at most
-        ``STATISTICS_SAMPLE`` (all of a smaller split), in split order, the same whether images are held in memory
-        or streamed, so both paths normalise, and train, identically."""
-        images, labels = self._splits["train"]
-        pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))[:STATISTICS_SAMPLE]
-        return self.sample_images(images, pick.sort().values)
-
-    def sample_images(self, images: torch.Tensor | list, index: torch.Tensor) -> torch.Tensor:
-        """The uint8 images at ``index`` of a split (subclasses that stream decode them here)."""
-        return images[index]
+        ``STATISTICS_SAMPLE`` (all of a smaller split), in split order, read through the training ``Dataset`` so it
+        is the same whether images are held in memory or streamed: both paths normalise, and train, identically."""
+        train = self._dataset(*self._splits["train"])
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))[:STATISTICS_SAMPLE]
+        return torch.stack([train[i][0] for i in pick.sort().values.tolist()])
 
     @cached_property
     def _statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:

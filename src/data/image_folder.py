@@ -131,11 +131,19 @@ class ImageFolderDataModule(MeasuredImageDataModule):
         return [paths[i] for i in kept], labels[kept]
 
     @cached_property
+    def _listed(self) -> dict[str, tuple[list[Path], torch.Tensor]]:
+        """The image files of each root (``train``/``val``/``test``, or ``all`` for a single root), listed once."""
+        if not (self.root / "train").is_dir():
+            return {"all": self._list_folder(self.root)}
+        roots = [name for name in ("train", "val", "test") if (self.root / name).is_dir()]
+        return {name: self._list_folder(self.root / name) for name in roots}
+
+    @cached_property
     def in_memory(self) -> bool:
         """The fast path unless the decoded images would take more than a quarter of the machine's memory."""
         if self._in_memory != "auto":
             return bool(self._in_memory)
-        count = sum(len(self._list_folder(root)[0]) for root in self._roots().values() if root is not None)
+        count = sum(len(paths) for paths, _ in self._listed.values())
         needed = count * self.input_shape[0] * self.image_size**2
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         choice = needed <= available / 4
@@ -145,24 +153,15 @@ class ImageFolderDataModule(MeasuredImageDataModule):
         )
         return choice
 
-    def _roots(self) -> dict[str, Path | None]:
-        if (self.root / "train").is_dir():
-            return {
-                name: (self.root / name if (self.root / name).is_dir() else None) for name in ("train", "val", "test")
-            }
-        return {"all": self.root}
-
     def load_splits(self) -> dict[str, tuple]:
         """train/val/test: separate roots if present, else a stratified split of one root; decoded or file lists."""
-        roots = self._roots()
-        if "all" in roots:
-            rest, test = self.split(*self._list_folder(self.root), self.test_split)
+        splits = dict(self._listed)
+        if "all" in splits:
+            rest, test = self.split(*splits.pop("all"), self.test_split)
             splits = dict(zip(("train", "val"), self.split(*rest, self.val_split), strict=True)) | {"test": test}
-        else:
-            splits = {name: self._list_folder(root) for name, root in roots.items() if root is not None}
-            if "val" not in splits:
-                splits["train"], splits["val"] = self.split(*splits["train"], self.val_split)
-            splits.setdefault("test", splits["val"])
+        elif "val" not in splits:
+            splits["train"], splits["val"] = self.split(*splits["train"], self.val_split)
+        splits.setdefault("test", splits["val"])
         prepare = self._decode if self.in_memory else self._check_headers
         return {name: prepare(*split) for name, split in splits.items()}
 
@@ -170,9 +169,3 @@ class ImageFolderDataModule(MeasuredImageDataModule):
         if isinstance(images, list):
             return ImageFiles(images, labels, self.image_size, self.grayscale)
         return super()._dataset(images, labels)
-
-    def sample_images(self, images: torch.Tensor | list[Path], index: torch.Tensor) -> torch.Tensor:
-        """Decoded when streaming: the statistics sample is read from disk once."""
-        if isinstance(images, list):
-            return self._decode([images[i] for i in index], torch.zeros(len(index)))[0]
-        return images[index]
