@@ -6,19 +6,24 @@ on the command line (``--model.optimizer.lr 0.01``, ``--trainer.max_epochs 3``, 
 
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
-from jsonargparse import lazy_instance
-from lightning import LightningDataModule
+from jsonargparse import Namespace, lazy_instance
+from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from src.callbacks import PredictionWriter
+from src.callbacks import Dashboard, PredictionWriter, TestReport
+from src.callbacks.predictions import check_top_k
 from src.errors import UserError
+from src.loggers import TensorBoardLogger, readable_hparams
 from src.models import ImageClassifier, TransferFinetuning
+
+#: Model arguments that come from the data when training from scratch, and from the checkpoint otherwise.
+LINKED = {"class_names": "class_names", "input_shape": "input_shape", "mean": "input_mean", "std": "input_std"}
 
 # Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates, on every run: not actionable here.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
@@ -31,15 +36,40 @@ class QuietUsageParser(LightningArgumentParser):
         (file or sys.stdout).write(f"usage: {self.prog} --config CONFIG [--<section>.<key> VALUE ...]\n")
 
 
+class RunConfig(SaveConfigCallback):
+    """``config.yaml`` for a training run; an evaluation logged into an existing run (``test``/``predict`` from
+    one of its checkpoints) writes ``<stage>_config.yaml`` beside it instead, so the training config stays as is."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        stage = getattr(stage, "value", stage)  # Lightning passes a str enum
+        if stage != "fit":
+            self.config_filename, self.overwrite = f"{stage}_config.yaml", True
+        super().setup(trainer, pl_module, stage)
+
+
+def run_dir_of(ckpt_path: str) -> Path | None:
+    """``logs/<name>/<version>`` for ``logs/<name>/<version>/checkpoints/x.ckpt``; None for a loose checkpoint."""
+    path = Path(ckpt_path)  # as given: ModelCheckpoint compares its saved dirpath with the new one as strings
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
 class ClassifierCLI(LightningCLI):
-    """LightningCLI with the template's wiring: shapes from the data, best + last checkpoints, LR logging."""
+    """LightningCLI with the template's wiring: shapes from the data, best + last checkpoints, LR logging,
+    evaluations logged into the checkpoint's own run, test report and TensorBoard images."""
+
+    def _linked(self, attribute: str, data: LightningDataModule) -> Any:
+        """A linked model argument: the checkpoint's value when one is loaded (a checkpoint is the model: its
+        statistics and input size are never re-derived from the data configured now), else the data's."""
+        if self._ckpt_hparams and LINKED[attribute] in self._ckpt_hparams:
+            return self._ckpt_hparams[LINKED[attribute]]
+        return getattr(data, attribute)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Shapes come from the data and are stored in the checkpoint; nobody types them twice.
-        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
-        parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
-        parser.link_arguments("data.mean", "model.input_mean", apply_on="instantiate")
-        parser.link_arguments("data.std", "model.input_std", apply_on="instantiate")
+        self._ckpt_hparams: dict | None = None
+        for attribute, target in LINKED.items():
+            compute = partial(self._linked, attribute)
+            parser.link_arguments("data", f"model.{target}", compute_fn=compute, apply_on="instantiate")
 
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -57,6 +87,8 @@ class ClassifierCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(TestReport, "report")
+        parser.add_lightning_class_args(Dashboard, "dashboard")
         # Freeze/unfreeze schedule for networks with a backbone (TransferNet); a no-op for the others.
         parser.add_lightning_class_args(TransferFinetuning, "finetuning")
         parser.set_defaults({"trainer.logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="default")})
@@ -66,7 +98,13 @@ class ClassifierCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        self._ckpt_class_names = None
+        self._ckpt_class_names, self._ckpt_step = None, 0
+        data_class = str((self.config[subcommand].get("data") or {}).get("class_path", "")) if subcommand else ""
+        if data_class.endswith("FilesDataModule") and (subcommand != "predict" or not ckpt_path):
+            raise UserError(
+                "--data configs/data/files.yaml classifies image files with a trained model: use it with "
+                "`predict --ckpt_path <run>/checkpoints/<best or last>.ckpt`."
+            )
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):  # Lightning resolves these itself
             return
         if not Path(ckpt_path).is_file():
@@ -81,11 +119,31 @@ class ClassifierCLI(LightningCLI):
                 f"--ckpt_path {ckpt_path} is not a checkpoint this CLI can read safely "
                 f"({type(err).__name__}). Use a .ckpt written by `python -m src.train fit`."
             ) from None
-        self._ckpt_class_names = checkpoint.get("hyper_parameters", {}).get("class_names")
+        self._ckpt_hparams = checkpoint.get("hyper_parameters", {})
+        self._ckpt_class_names = self._ckpt_hparams.get("class_names")
+        self._ckpt_step = checkpoint.get("global_step", 0)
+
+    def before_instantiate_classes(self) -> None:
+        """An evaluation of a run's checkpoint is logged into that run (TensorBoard events, reports, predictions)
+        instead of a new ``version_N`` holding nothing but itself."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if subcommand == "fit" or not ckpt_path or self._ckpt_hparams is None:
+            return
+        logger, run_dir = self.config[subcommand]["trainer"].get("logger"), run_dir_of(ckpt_path)
+        if run_dir is not None and isinstance(logger, Namespace) and "save_dir" in (logger.get("init_args") or {}):
+            logger.init_args.save_dir, logger.init_args.version = str(run_dir.parent.parent), run_dir.name
+            logger.init_args.name = run_dir.parent.name
 
     def after_instantiate_classes(self) -> None:
         """A checkpoint only fits data with the same classes; say so instead of failing on tensor shapes."""
         data: LightningDataModule = self.datamodule
+        if self.subcommand == "predict":
+            writers = [c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)]
+            for writer in writers:
+                check_top_k(writer.top_k, self.model.class_names)
+        if data.class_names is None:  # files to predict on: the checkpoint brings the classes
+            return
         if self._ckpt_class_names is not None and list(self._ckpt_class_names) != list(data.class_names):
             raise UserError(
                 f"the checkpoint was trained on classes {list(self._ckpt_class_names)} but the data module "
@@ -93,15 +151,33 @@ class ClassifierCLI(LightningCLI):
                 "trained with (it is saved as config.yaml in the run directory)."
             )
 
+    def before_fit(self) -> None:
+        """The HPARAMS table from the whole config (data class, finetuning, epochs, seed), not just the model's;
+        written when Lightning logs the hyper-parameters (after the data is prepared: a failed run leaves nothing)."""
+        if isinstance(self.trainer.logger, TensorBoardLogger):
+            config = self.config[self.subcommand].as_dict()
+            trainer = {k: config["trainer"].get(k) for k in ("max_epochs", "precision", "accumulate_grad_batches")}
+            finetuning = config.get("finetuning") if hasattr(self.model.net, "backbone") else None
+            sections = {**config["model"], "data": config["data"], "finetuning": finetuning, "trainer": trainer,
+                        "seed": config.get("seed_everything")}  # fmt: skip
+            self.trainer.logger.hparams_table = readable_hparams(sections)
+
+    def _at_checkpoint_step(self) -> None:
+        """Evaluation metrics go into the run at the checkpoint's step, not at step 0 of its curves."""
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._ckpt_step
+
+    before_validate = before_test = _at_checkpoint_step
+
     def after_fit(self) -> None:
         """Say where the run went: the best and last checkpoints are what ``test``/``predict`` need next."""
+        run_dir = self.trainer.log_dir  # on every rank: it broadcasts
         if not self.trainer.is_global_zero:
             return
         for callback in self.trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
                 score = f" ({callback.monitor}={float(callback.best_model_score):.4f})" if callback.monitor else ""
                 print(f"{'best' if callback.monitor else 'last'} checkpoint{score}: {callback.best_model_path}")
-        print(f"run directory: {self.trainer.log_dir}")
+        print(f"run directory: {run_dir}")
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> ClassifierCLI:
@@ -117,13 +193,19 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> ClassifierCLI:
             subclass_mode_data=True,
             seed_everything_default=42,
             auto_configure_optimizers=False,
+            save_config_callback=RunConfig,
             save_config_kwargs={"overwrite": False},
             parser_class=QuietUsageParser,
             args=args,
             run=run,
         )
-    except UserError as err:
-        message = str(err)
+    except Exception as err:  # a UserError may come wrapped, e.g. by jsonargparse's instantiation
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        message = str(cause)
         if "Original Traceback" in message:  # raised in a DataLoader worker: its last line is the user's message
             message = message.strip().splitlines()[-1].split("UserError: ", 1)[-1]
         print(f"error: {message}", file=sys.stderr)

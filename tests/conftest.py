@@ -20,12 +20,14 @@ FAST = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=f
 
 @pytest.fixture
 def run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable:
-    """``run_cli(subcommand, config, *overrides)`` runs ``python -m src.train`` in-process in ``tmp_path``."""
+    """``run_cli(subcommand, config, *overrides)`` runs ``python -m src.train`` in-process in ``tmp_path``
+    (``config=""``: no ``--config``, e.g. predicting from a checkpoint alone)."""
     monkeypatch.chdir(tmp_path)
 
     def run(subcommand: str, config: str | Path = "cnn.yaml", *overrides: str):
         config_path = Path(config) if Path(config).is_absolute() else CONFIGS / config
-        return cli_main([subcommand, "--config", str(config_path), *FAST, *overrides])
+        config_args = ["--config", str(config_path)] if str(config) else []
+        return cli_main([subcommand, *config_args, *FAST, *overrides])
 
     return run
 

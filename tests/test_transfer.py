@@ -123,11 +123,13 @@ def test_features_from_a_cnn_checkpoint_of_this_template(run_cli) -> None:
     cli = run_cli("fit", "cnn.yaml", "--trainer.max_epochs=1", "--trainer.limit_train_batches=3")
     ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     trained = torch.load(ckpt, weights_only=True)["state_dict"]
-    net = TransferNet((3, 32, 32), 4, weights=str(ckpt))  # RGB 32x32 data on a grey 8x8 digits CNN
-    backbone = net.backbone.state_dict()
+    # RGB 32x32 data on a grey 8x8 digits CNN: the model's preprocessing converts and resizes.
+    model = ImageClassifier(list("abcd"), (3, 32, 32), network=partial(TransferNet, weights=str(ckpt)))
+    backbone = model.net.backbone.state_dict()
     assert set(backbone) == {k.removeprefix("net.") for k in trained if k.startswith("net.features.")}
     assert all(torch.equal(backbone[k], trained[f"net.{k}"]) for k in backbone)  # the conv layers, as trained
-    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 4)
+    assert (model.preprocess.channels, model.preprocess.size) == (1, (8, 8))
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 4)
 
 
 def test_features_from_a_transfer_checkpoint_of_this_template(run_cli) -> None:
@@ -138,7 +140,7 @@ def test_features_from_a_transfer_checkpoint_of_this_template(run_cli) -> None:
     net = TransferNet((1, 28, 28), 3, weights=str(ckpt))
     backbone = net.backbone.state_dict()
     assert all(torch.equal(backbone[k], trained[f"net.backbone.{k}"]) for k in backbone)
-    assert net.size == 32  # the input size it was trained at
+    assert net.input_spec.size == (32, 32)  # the input size it was trained at
 
 
 def test_offline_default_weights_fail_before_training(
@@ -198,17 +200,18 @@ def test_cli_transfers_a_template_checkpoint_with_discriminative_lrs(run_cli) ->
 
 
 def test_input_pipeline_follows_the_weights_metadata() -> None:
-    net = TransferNet((1, 8, 8), 3, weights=None)
+    model = ImageClassifier(list("abc"), (1, 8, 8), network=partial(TransferNet, weights=None))
     reference = torchvision.models.ResNet18_Weights.DEFAULT.transforms()
-    assert net.size == reference.crop_size[0] == 224
+    assert model.preprocess.size == (reference.crop_size[0],) * 2 == (224, 224)
     x = torch.rand(2, 1, 8, 8)
-    adapted = net._adapt(x)
+    adapted = model.preprocess(x)
     assert adapted.shape == (2, 3, 224, 224)  # grey -> RGB, 8x8 -> the weights' size
     resized = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
     for c in range(3):
         expected = (resized[:, 0] - reference.mean[c]) / reference.std[c]
         assert torch.allclose(adapted[:, c], expected, atol=1e-6)
-    assert TransferNet((1, 8, 8), 3, weights=None, input_size=48)._adapt(x).shape == (2, 3, 48, 48)
+    small = ImageClassifier(list("abc"), (1, 8, 8), network=partial(TransferNet, weights=None, input_size=48))
+    assert small.preprocess(x).shape == (2, 3, 48, 48)
 
 
 def test_train_bn_lets_a_frozen_backbone_batchnorm_learn() -> None:
@@ -225,5 +228,5 @@ def test_train_bn_lets_a_frozen_backbone_batchnorm_learn() -> None:
 )
 def test_every_documented_backbone_gets_a_new_head(backbone: str) -> None:
     net = TransferNet((1, 28, 28), 7, backbone=backbone, weights=None, input_size=64).eval()
-    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 7)
+    assert net(torch.rand(2, 3, 64, 64)).shape == (2, 7)
     assert not any(isinstance(m, torch.nn.Linear) and m.out_features == 1000 for m in net.modules())

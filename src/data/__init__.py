@@ -5,6 +5,7 @@ from src.data.augment import BatchAugment
 from src.data.base import ImageDataModule, MeasuredImageDataModule
 from src.data.cifar import CIFAR10DataModule
 from src.data.digits import DigitsDataModule
+from src.data.files import FilesDataModule
 from src.data.image_folder import ImageFolderDataModule
 from src.data.mnist import FashionMNISTDataModule, MNISTDataModule
 
@@ -14,6 +15,7 @@ __all__ = [
     "CIFAR10DataModule",
     "DigitsDataModule",
     "FashionMNISTDataModule",
+    "FilesDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",

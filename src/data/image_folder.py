@@ -17,21 +17,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import find_classes
-from torchvision.transforms import v2
 
 from src.data.base import MeasuredImageDataModule
+from src.data.images import IMAGE_SUFFIXES, read_image
 from src.errors import UserError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def read_image(path: Path, image_size: int, grayscale: bool) -> torch.Tensor:
-    """One image file as a uint8 (C, image_size, image_size) tensor; PIL's errors for unreadable files."""
-    with Image.open(path) as pil_image:
-        image = v2.functional.pil_to_tensor(pil_image.convert("L" if grayscale else "RGB"))
-    if image.shape[-2:] != (image_size, image_size):
-        image = v2.functional.resize(image, [image_size, image_size], antialias=True)
-    return image
 
 
 class ImageFiles(Dataset):
@@ -47,7 +36,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         path = self.paths[index]
         try:
-            return read_image(path, self.image_size, self.grayscale), self.labels[index]
+            return read_image(path, 1 if self.grayscale else 3, (self.image_size, self.image_size)), self.labels[index]
         except OSError as err:  # a truncated file passes the header check and is only found here
             raise UserError(f"cannot read image {path} ({err}). Remove it and run again.") from None
 
@@ -113,7 +102,7 @@ class ImageFolderDataModule(MeasuredImageDataModule):
         images, kept = [], []
         for i, path in enumerate(paths):
             try:
-                images.append(read_image(path, self.image_size, self.grayscale))
+                images.append(read_image(path, 1 if self.grayscale else 3, (self.image_size, self.image_size)))
                 kept.append(i)
             except OSError as err:  # PIL's UnidentifiedImageError and truncated files are OSErrors
                 self._unreadable(path, err)

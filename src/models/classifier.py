@@ -3,8 +3,9 @@
 Networks only map images to logits; everything about *training* them lives here, once.
 """
 
+import copy
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -13,13 +14,13 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 from torchmetrics.wrappers import ClasswiseWrapper
-from torchvision.transforms import v2
 
 from src.errors import UserError
 from src.models.init import InitScheme, init_weights
 from src.models.networks import NetworkFactory, SimpleCNN
+from src.models.preprocess import InputSpec, Preprocess
 
 
 class ImageClassifier(LightningModule):
@@ -61,10 +62,11 @@ class ImageClassifier(LightningModule):
         self.class_names = list(class_names)
         num_classes = len(self.class_names)
         self.net = network(tuple(input_shape), num_classes)
-        # Pretrained backbones bring their own input pipeline (their weights' statistics); others use the data's.
-        self.normalize = (
-            nn.Identity() if getattr(self.net, "normalizes_input", False) else v2.Normalize(input_mean, input_std)
-        )
+        # The one input pipeline: to the network's channels, size and statistics. Pretrained backbones declare
+        # their own (``input_spec``: the weights' size and statistics); other networks get the data's.
+        channels, height, width = input_shape
+        spec = getattr(self.net, "input_spec", None) or InputSpec(channels, (height, width), input_mean, input_std)
+        self.preprocess = Preprocess(spec)
         # A pretrained backbone keeps its weights: only a new head is (re)initialised.
         init_weights(self.net.head if hasattr(self.net, "backbone") else self.net, init)
         self.optimizer_factory = optimizer
@@ -87,12 +89,20 @@ class ImageClassifier(LightningModule):
             for stage in ("val", "test")
         )
         self.val_acc_best = MaxMetric()
+        # Synchronised across processes on compute(); read by the report and dashboard callbacks.
+        self.val_confusion, self.test_confusion = (MulticlassConfusionMatrix(num_classes) for _ in range(2))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (log-probabilities when ``loss='nll'``) of uint8 images or [0, 1] float images."""
-        x = v2.functional.to_dtype(x, torch.float32, scale=True)  # uint8 batches travel as bytes, 4x less
-        out = self.net(self.normalize(x))
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits (log-probabilities when ``loss='nll'``) of uint8 or [0, 1] float images of any channel count
+        and size (a batch, or a list of images of different sizes)."""
+        out = self.net(self.preprocess(x))  # uint8 batches travel as bytes (4x less) and are converted here
         return F.log_softmax(out, dim=1) if self.hparams.loss == "nll" else out
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """Channels, size and statistics the network was trained with (what ``preprocess`` converts images to)."""
+        p = self.preprocess
+        return InputSpec(p.channels, p.size, p.mean.flatten().tolist(), p.std.flatten().tolist())
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, y = batch
@@ -124,14 +134,21 @@ class ImageClassifier(LightningModule):
         self.train_loss.reset()
         self.train_acc.reset()
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        """Accumulates val loss, accuracy and per-class accuracy over the epoch."""
+    def on_validation_epoch_start(self) -> None:
+        """Runs before the first val batch (also of the sanity check): a fresh confusion matrix."""
+        self.val_confusion.reset()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Accumulates val loss, accuracy, per-class accuracy and the confusion matrix over the epoch; returns the
+        class probabilities for callbacks (e.g. the misclassified-images dashboard)."""
         loss, out, y = self._step(batch)
         self.val_loss(loss)
         self.val_acc(out, y)
         self.val_acc_per_class.update(out, y)
+        self.val_confusion.update(out, y)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return {"probs": self._probs(out)}
 
     def on_validation_epoch_end(self) -> None:
         """Runs after the last val batch: best-so-far accuracy and the per-class breakdown."""
@@ -140,27 +157,49 @@ class ImageClassifier(LightningModule):
         self.log_dict(self.val_acc_per_class.compute())
         self.val_acc_per_class.reset()
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        """Accumulates test loss, accuracy and per-class accuracy."""
+    def on_test_epoch_start(self) -> None:
+        """Runs before the first test batch: a fresh confusion matrix."""
+        self.test_confusion.reset()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Accumulates test loss, accuracy, per-class accuracy and the confusion matrix; returns probabilities."""
         loss, out, y = self._step(batch)
         self.test_loss(loss)
         self.test_acc(out, y)
         self.test_acc_per_class.update(out, y)
+        self.test_confusion.update(out, y)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        return {"probs": self._probs(out)}
 
     def on_test_epoch_end(self) -> None:
         """Runs after the last test batch: logs one accuracy per class name (printed in Lightning's table)."""
         self.log_dict(self.test_acc_per_class.compute())
         self.test_acc_per_class.reset()
 
-    def predict_step(self, batch: torch.Tensor | Sequence[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Class probabilities per image; labels are passed through when the batch has them."""
+    def _probs(self, out: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from the network's output (logits, or log-probabilities with ``loss='nll'``)."""
+        return F.softmax(out.detach().float(), dim=1)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Class probabilities per image. Batches are images, ``(images, targets)`` (targets passed through) or
+        ``{"image": images, "index": indices}`` from files (indices passed through)."""
+        if isinstance(batch, dict):
+            return {"probs": self._probs(self(batch["image"])), "index": batch["index"]}
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        out = {"probs": F.softmax(self(x), dim=1)}
+        out = {"probs": self._probs(self(x))}
         if isinstance(batch, (tuple, list)) and len(batch) > 1:
             out["target"] = batch[1]
         return out
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint is the model: its hyper-parameters rebuild the network without fetching or reading any
+        pretrained weights file (the checkpoint holds every weight), e.g. offline, after the file is gone."""
+        restore_args = getattr(self.net, "restore_args", None)
+        network = checkpoint.get("hyper_parameters", {}).get("network")
+        if callable(restore_args) and isinstance(network, dict) and "init_args" in network:
+            hparams = checkpoint["hyper_parameters"] = copy.deepcopy(checkpoint["hyper_parameters"])
+            hparams["network"]["init_args"].update(restore_args())
 
     def configure_optimizers(self) -> dict:
         """The optimiser over named parameter groups (per-layer learning rates), plus the scheduler if any."""

@@ -10,29 +10,18 @@ import copy
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from jsonargparse import ArgumentParser
 from torch import nn
 
 from src.errors import UserError
 from src.models.networks import NetworkFactory
+from src.models.preprocess import InputSpec
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
-
-
-@dataclass
-class InputSpec:
-    """What the backbone was trained on: image channels, side length and normalisation statistics."""
-
-    channels: int
-    size: int
-    mean: Sequence[float]
-    std: Sequence[float]
 
 
 def _drop_last_linear(model: nn.Module) -> None:
@@ -46,7 +35,7 @@ def _torchvision_spec(backbone: str, weights: torchvision.models.WeightsEnum | N
     """Input size and statistics from the weights' own ``transforms()`` metadata (no download needed)."""
     reference = weights or torchvision.models.get_model_weights(backbone).DEFAULT
     transform = reference.transforms()
-    return InputSpec(3, transform.crop_size[0], transform.mean, transform.std)
+    return InputSpec(3, (transform.crop_size[0],) * 2, transform.mean, transform.std)
 
 
 def _check_backbone(backbone: str) -> None:
@@ -85,37 +74,41 @@ def _download_weights(backbone: str, name: str) -> tuple[nn.Module, InputSpec]:
     return model, _torchvision_spec(backbone, weights)
 
 
-def _from_template_checkpoint(checkpoint: dict) -> tuple[nn.Module, InputSpec]:
-    """The network of a checkpoint made by this template, without its classifier layer, and its input spec."""
-    hparams = checkpoint["hyper_parameters"]
-    network = copy.deepcopy(hparams["network"])
-    is_transfer = str(network.get("class_path", "")).endswith("TransferNet")
-    if is_transfer:
-        if str(network["init_args"].get("weights", "")).endswith(WEIGHT_FILE_SUFFIXES):
+#: The hyper-parameters of a template checkpoint that rebuild its network (no weights, no file).
+SOURCE_KEYS = ("network", "input_shape", "class_names", "input_mean", "input_std")
+
+
+def _template_backbone(source: dict, state_dict: dict | None = None) -> tuple[nn.Module, InputSpec]:
+    """The network described by a template checkpoint's hyper-parameters, without its classifier layer, and its
+    input spec; its trained weights are loaded from ``state_dict`` when given."""
+    network = copy.deepcopy(source["network"])
+    init_args = network.get("init_args", {})
+    if str(network.get("class_path", "")).endswith("TransferNet") and init_args.get("source") is None:
+        if str(init_args.get("weights") or "").endswith(WEIGHT_FILE_SUFFIXES):
             raise UserError("that checkpoint was itself built on a weights file; transfer from that file instead.")
-        network["init_args"]["weights"] = None  # the trained weights come from the checkpoint, not a download
+        init_args["weights"] = None  # the trained weights come from the checkpoint, not a download
     # Rebuild the network exactly as the CLI did (same class, same arguments), then load its trained weights.
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--network", type=NetworkFactory)
     factory = parser.instantiate_classes(parser.parse_object({"network": network})).network
-    net = factory(tuple(hparams["input_shape"]), len(hparams["class_names"]))
-    net.load_state_dict(
-        {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    )
-    if is_transfer:
-        return net.backbone, InputSpec(net.channels, net.size, net.mean.flatten().tolist(), net.std.flatten().tolist())
-    channels, size, _ = hparams["input_shape"]
+    net = factory(tuple(source["input_shape"]), len(source["class_names"]))
+    if state_dict is not None:
+        net.load_state_dict({k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")})
+    if isinstance(getattr(net, "input_spec", None), InputSpec):  # a TransferNet: its backbone and input spec
+        return net.backbone, net.input_spec
+    channels, height, width = source["input_shape"]
     if isinstance(getattr(net, "features", None), nn.Module):
         # A CNN's convolutional features transfer far better than its class-specific hidden layers
         # (measured: a linear probe on MNIST reaches 0.96 from a Fashion-MNIST CNN's conv features, 0.76 from its FC).
         net = nn.Sequential(OrderedDict(features=net.features, flatten=nn.Flatten()))
     else:
         _drop_last_linear(net)
-    return net, InputSpec(channels, size, hparams.get("input_mean", (0.0,)), hparams.get("input_std", (1.0,)))
+    return net, InputSpec(channels, (height, width), source.get("input_mean", (0.0,)), source.get("input_std", (1.0,)))
 
 
-def _from_file(backbone: str, path: Path) -> tuple[nn.Module, InputSpec]:
-    """A local file: a checkpoint of this template, or a torchvision ``state_dict`` of ``backbone``."""
+def _from_file(backbone: str, path: Path) -> tuple[nn.Module, InputSpec, dict | None]:
+    """A local file: a checkpoint of this template (also returned: the source description that rebuilds its
+    architecture without the file), or a torchvision ``state_dict`` of ``backbone``."""
     if not path.is_file():
         raise UserError(f"--model.network.weights {str(path)!r}: no such file. Give a .pth/.ckpt file, or null.")
     try:
@@ -125,7 +118,8 @@ def _from_file(backbone: str, path: Path) -> tuple[nn.Module, InputSpec]:
             f"--model.network.weights {str(path)!r} is not a readable weights file ({type(err).__name__})"
         ) from None
     if isinstance(checkpoint, dict) and "state_dict" in checkpoint and "hyper_parameters" in checkpoint:
-        return _from_template_checkpoint(checkpoint)
+        source = {k: checkpoint["hyper_parameters"][k] for k in SOURCE_KEYS if k in checkpoint["hyper_parameters"]}
+        return (*_template_backbone(source, checkpoint["state_dict"]), source)
     model = _torchvision_backbone(backbone)
     missing, unexpected = model.load_state_dict(checkpoint, strict=False)
     if missing or unexpected:
@@ -134,18 +128,15 @@ def _from_file(backbone: str, path: Path) -> tuple[nn.Module, InputSpec]:
             f"{unexpected[:3]}. Pass the backbone it was saved from with --model.network.backbone."
         )
     _drop_last_linear(model)
-    return model, _torchvision_spec(backbone, None)
+    return model, _torchvision_spec(backbone, None), None
 
 
 class TransferNet(nn.Module):
-    """Pretrained ``backbone`` + new ``head`` (dropout, linear); adapts any image to what the backbone expects.
+    """Pretrained ``backbone`` + new ``head`` (dropout, linear).
 
-    Inputs are [0, 1] images of any size and channel count: they are converted to the backbone's channels (grey
-    repeated to RGB, RGB averaged to grey), resized to ``input_size`` and normalised with the statistics the
-    backbone was trained with. The classifier module therefore skips its own normalisation.
+    ``input_spec`` says what the backbone was trained on (channels, size, statistics); the classifier's
+    preprocessing converts any image to it (grey repeated to RGB, resized to ``input_size``, normalised).
     """
-
-    normalizes_input = True
 
     def __init__(
         self,
@@ -155,6 +146,7 @@ class TransferNet(nn.Module):
         weights: str | None = "DEFAULT",
         input_size: int | None = None,
         dropout: float = 0.2,
+        source: dict | None = None,
     ) -> None:
         """
         Args:
@@ -167,34 +159,33 @@ class TransferNet(nn.Module):
             input_size: side length the images are resized to; ``None`` = the size the weights were trained at
                 (224 for ImageNet weights). Smaller is much faster on a CPU, e.g. 64.
             dropout: dropout before the new linear head.
+            source: set by the template, not by you: the network of the template checkpoint the backbone came
+                from, saved in this model's checkpoints so they rebuild it without that file.
         """
         super().__init__()
         _check_backbone(backbone)
-        if weights is None:
+        if weights is None and source is not None:  # restoring: the architecture only, weights come later
+            model, spec = _template_backbone(source)
+        elif weights is None:
             model, spec = _torchvision_backbone(backbone), _torchvision_spec(backbone, None)
             _drop_last_linear(model)
         elif weights.endswith(WEIGHT_FILE_SUFFIXES) or os.sep in weights:
-            model, spec = _from_file(backbone, Path(weights))
+            model, spec, source = _from_file(backbone, Path(weights))
         else:
             model, spec = _download_weights(backbone, weights)
         self.backbone = model
-        self.channels = spec.channels
-        self.size = input_size or spec.size
-        self.register_buffer("mean", torch.tensor(spec.mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1), persistent=False)
+        self.source = source
+        self.input_spec = InputSpec(spec.channels, (input_size,) * 2 if input_size else spec.size, spec.mean, spec.std)
         with torch.no_grad():
             was_training = model.training
-            features = model.eval()(self._adapt(torch.zeros(1, *input_shape))).shape[1]
+            features = model.eval()(torch.zeros(1, spec.channels, *self.input_spec.size)).shape[1]
             model.train(was_training)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
 
-    def _adapt(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] images of any shape -> what the backbone was trained on."""
-        if x.shape[1] != self.channels:
-            x = x.mean(1, keepdim=True) if self.channels == 1 else x.expand(-1, self.channels, -1, -1)
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
+    def restore_args(self) -> dict:
+        """Init arguments that rebuild this architecture without fetching or reading any weights: what a
+        checkpoint stores, since it holds every weight itself."""
+        return {"weights": None, "source": self.source, "input_size": self.input_spec.size[0]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(self._adapt(x)))
+        return self.head(self.backbone(x))

@@ -1,0 +1,138 @@
+"""TensorBoard images: training samples as the model sees them, confusion matrices, the most confident mistakes.
+
+Tags (IMAGES tab): ``train/samples`` (once per run, after augmentation, with class names),
+``val/confusion_matrix`` and ``val/mistakes`` (every validation epoch), ``test/confusion_matrix`` and
+``test/mistakes``. The numbers behind them are synchronised across processes; only rank 0 draws and writes.
+"""
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+
+from src.callbacks.figures import confusion_figure, image_grid_figure
+
+
+class Mistakes:
+    """The ``keep`` most confidently misclassified images seen so far: images, true and predicted class, probability."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.reset()
+
+    def reset(self) -> None:
+        self.images: list[torch.Tensor] = []
+        self.rows: list[tuple[float, int, int]] = []  # (confidence, true, predicted)
+
+    def update(self, pixels: Any, images: torch.Tensor, targets: torch.Tensor, probs: torch.Tensor) -> None:
+        """``pixels`` maps the chosen raw images to [0, 1] floats as the model sees them (only those are copied)."""
+        confidence, predicted = probs.max(1)
+        wrong = (predicted != targets).nonzero().flatten()
+        if not len(wrong) or self.keep == 0:
+            return
+        threshold = min((r[0] for r in self.rows), default=-1.0) if len(self.rows) >= self.keep else -1.0
+        best = wrong[confidence[wrong].argsort(descending=True)[: self.keep]]
+        best = best[confidence[best] > threshold]
+        if not len(best):
+            return
+        self.images += list(pixels(images[best]).cpu())
+        self.rows += list(zip(confidence[best].tolist(), targets[best].tolist(), predicted[best].tolist(), strict=True))
+        order = sorted(range(len(self.rows)), key=lambda i: -self.rows[i][0])[: self.keep]
+        self.images, self.rows = [self.images[i] for i in order], [self.rows[i] for i in order]
+
+    def gathered(self) -> "Mistakes":
+        """All processes' mistakes (a collective: every rank calls it), the most confident ``keep`` of them."""
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return self
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (self.images, self.rows))
+        merged = Mistakes(self.keep)
+        pairs = sorted(((r, i) for images, rows in parts for i, r in zip(images, rows, strict=True)),
+                       key=lambda p: -p[0][0])[: self.keep]  # fmt: skip
+        merged.rows, merged.images = [r for r, _ in pairs], [i for _, i in pairs]
+        return merged
+
+
+class Dashboard(Callback):
+    """Draws the dashboard's images into the TensorBoard run (nothing without a TensorBoard logger)."""
+
+    def __init__(self, samples: int = 32, mistakes: int = 16, every_n_epochs: int = 1) -> None:
+        """
+        Args:
+            samples: training images shown once per run (0 = none).
+            mistakes: most confidently misclassified val/test images shown per epoch (0 = none).
+            every_n_epochs: draw the validation confusion matrix and mistakes every n epochs (0 = never).
+        """
+        self.samples, self.every_n_epochs = samples, every_n_epochs
+        self.mistakes = Mistakes(mistakes)
+
+    @staticmethod
+    def _experiment(trainer: Trainer) -> Any:
+        logger = trainer.logger
+        return logger.experiment if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero else None
+
+    def _draws(self, trainer: Trainer) -> bool:
+        if trainer.sanity_checking:
+            return False
+        if trainer.state.fn == TrainerFn.FITTING:  # validation during fit: every n epochs
+            return self.every_n_epochs > 0 and trainer.current_epoch % self.every_n_epochs == 0
+        return True
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        """The first batch of a run, after augmentation (this hook sees the batch on the device, augmented)."""
+        experiment = self._experiment(trainer)
+        if experiment is None or self.samples == 0 or trainer.global_step != 0 or batch_idx != 0:
+            return
+        images, labels = batch[0][: self.samples], batch[1][: self.samples]
+        names = [pl_module.class_names[i] for i in labels.tolist()]
+        figure = image_grid_figure(
+            pl_module.preprocess.pixels(images), names, "training samples as the model sees them"
+        )
+        experiment.add_figure("train/samples", figure, global_step=0, close=False)
+
+    def _start(self, trainer: Trainer) -> None:
+        self.mistakes.reset()
+
+    def _batch(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any) -> None:
+        if self._draws(trainer) and isinstance(outputs, dict) and "probs" in outputs:
+            self.mistakes.update(pl_module.preprocess.pixels, batch[0], batch[1], outputs["probs"])
+
+    def _end(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not self._draws(trainer):
+            return
+        confusion = getattr(pl_module, f"{stage}_confusion").compute()  # every rank: synchronising collectives
+        mistakes = self.mistakes.gathered()
+        experiment = self._experiment(trainer)
+        if experiment is None:
+            return
+        names, step = pl_module.class_names, trainer.global_step
+        accuracy = (confusion.diag().sum() / confusion.sum().clamp(min=1)).item()
+        title = f"{stage} epoch {trainer.current_epoch}: accuracy {accuracy:.4f}" if stage == "val" else "test"
+        experiment.add_figure(f"{stage}/confusion_matrix", confusion_figure(confusion, names, title), step, close=False)
+        if mistakes.rows:
+            captions = [f"true {names[t]}\npred {names[p]} {c:.2f}" for c, t, p in mistakes.rows]
+            figure = image_grid_figure(torch.stack(mistakes.images), captions, f"{stage}: most confident mistakes")
+            experiment.add_figure(f"{stage}/mistakes", figure, step, close=False)
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start(trainer)
+
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start(trainer)
+
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
+        self._batch(trainer, pl_module, outputs, batch)
+
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
+        self._batch(trainer, pl_module, outputs, batch)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._end(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._end(trainer, pl_module, "test")

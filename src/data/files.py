@@ -1,0 +1,71 @@
+"""Your own image files, classified by a checkpoint: ``predict --ckpt_path CKPT --data configs/data/files.yaml``.
+
+No training data is needed: class names, channels, size and statistics all come from the checkpoint. Images of any
+size and mode are decoded like training images (EXIF orientation, palette/RGBA/16-bit handled) and converted to
+the channels and size the model was trained on.
+"""
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning import LightningDataModule
+from lightning.fabric.utilities.data import suggested_max_num_workers
+from torch.utils.data import DataLoader, Dataset
+
+from src.data.images import check_readable, find_images, read_image
+from src.errors import UserError
+
+
+class ImageFilesForPrediction(Dataset):
+    """``{"image": uint8 (C, H, W) at the model's channels and size, "index": position in the file list}``."""
+
+    def __init__(self, paths: list[Path], channels: int, size: tuple[int, int]) -> None:
+        self.paths, self.channels, self.size = paths, channels, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        try:
+            return {"image": read_image(path, self.channels, self.size), "index": torch.tensor(index)}
+        except OSError as err:  # a truncated file passes the header check and is only found here
+            raise UserError(f"cannot read image {path} ({err}). Remove it or fix it.") from None
+
+
+class FilesDataModule(LightningDataModule):
+    """Image files to predict on: one file, a folder (searched recursively) or a glob pattern. Predict only."""
+
+    #: A checkpoint supplies these (the CLI takes them from ``--ckpt_path``); this module has no training data.
+    class_names = None
+    input_shape = None
+    mean = None
+    std = None
+
+    def __init__(self, path: str, batch_size: int = 64, num_workers: int | Literal["auto"] = "auto") -> None:
+        """
+        Args:
+            path: an image file, a folder of images (subfolders included) or a glob such as ``photos/*.jpg``.
+                Files with other extensions are skipped with a warning.
+            batch_size: images per batch.
+            num_workers: DataLoader worker processes decoding files; ``auto``: Lightning's suggestion.
+        """
+        super().__init__()
+        self.paths = find_images(path)
+        check_readable(self.paths)  # an unreadable image stops here, named, before any run directory exists
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.dataset: ImageFilesForPrediction | None = None
+
+    def setup(self, stage: str) -> None:
+        """Runs on every process once the model is attached: decode to the model's own channels and size."""
+        if stage != "predict":
+            raise UserError("--data FilesDataModule only predicts: use `predict --ckpt_path CKPT`.")
+        spec = self.trainer.lightning_module.input_spec
+        self.dataset = ImageFilesForPrediction(self.paths, spec.channels, spec.size)
+
+    def predict_dataloader(self) -> DataLoader:
+        workers = self.num_workers
+        if workers == "auto":
+            workers = min(suggested_max_num_workers(self.trainer.num_devices if self.trainer else 1), len(self.paths))
+        return DataLoader(self.dataset, batch_size=self.batch_size, num_workers=workers)

@@ -1,0 +1,90 @@
+"""Lightning's TensorBoard logger, tuned to what someone opening ``tensorboard --logdir logs`` looks for.
+
+- no ``epoch`` chart and no ``hp_metric = -1`` placeholder;
+- an HPARAMS table of readable knobs (network, optimiser, lr, batch size, data, augmentation; no internal keys, no
+  paths) with ``val/acc_best`` and ``test/acc`` as its metrics (TensorBoard reads their latest values from the run);
+- a run that already has its table (an evaluation of a checkpoint logged into its training run) keeps it.
+"""
+
+import os
+from argparse import Namespace
+from typing import Any
+
+from lightning.fabric.utilities.logger import _convert_params
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.tensorboard.summary import hparams
+
+#: The metrics of the HPARAMS table; values come from the run's own scalars of the same names.
+HPARAM_METRICS = ("val/acc_best", "test/acc")
+#: Keys that are not hyper-parameters a person compares runs by (internal, paths, statistics, loader plumbing).
+SKIP = {
+    "class_names", "input_mean", "input_std", "data_dir", "path", "test_path", "num_workers", "pin_memory",
+    "persistent_workers", "download", "in_memory", "skip_corrupt", "images_key", "labels_key", "label_names",
+    "source", "logger", "callbacks", "default_root_dir", "enable_progress_bar", "enable_model_summary",
+    "capturable", "differentiable", "maximize", "foreach", "fused", "last_epoch",  # optimiser/scheduler plumbing
+}  # fmt: skip
+
+
+def readable_hparams(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a config into ``{"network": "SimpleCNN", "optimizer.lr": 0.001, "data.batch_size": 64, ...}``.
+
+    A ``{class_path, init_args}`` entry becomes its short class name plus one key per init argument; lists
+    become strings; internal keys (``_...``), paths and the keys in ``SKIP`` are left out.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if key.startswith("_") or key in SKIP or value is None:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, Namespace):
+            value = value.as_dict() if hasattr(value, "as_dict") else vars(value)
+        if isinstance(value, dict) and "class_path" in value:
+            flat[name] = str(value["class_path"]).rsplit(".", 1)[-1]
+            value = value.get("init_args") or {}
+        if isinstance(value, dict):
+            flat.update(readable_hparams(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = "x".join(map(str, value)) if key == "input_shape" else str(list(value))
+        elif isinstance(value, (bool, int, float)):
+            flat[name] = value
+        elif not (os.sep in str(value) or str(value).endswith((".ckpt", ".pth", ".pt", ".npz", ".h5"))):
+            flat[name] = str(value)
+    return flat
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """TensorBoard events in ``save_dir/name/version_N`` (or ``save_dir/name/<version>``), as Lightning's logger."""
+
+    def __init__(self, save_dir: str = "logs", name: str | None = "default", version: int | str | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
+        """
+        Args:
+            save_dir: root folder of all runs.
+            name: experiment folder under ``save_dir`` (one per config: cnn, fc, transfer).
+            version: run folder name; ``None`` = the next free ``version_N``.
+            **kwargs: passed to Lightning's ``TensorBoardLogger`` (``default_hp_metric`` is off here).
+        """
+        kwargs.setdefault("default_hp_metric", False)
+        super().__init__(save_dir, name=name, version=version, **kwargs)
+        self._hparams_table_written = False
+        #: The HPARAMS table's rows; ``None``: made from what Lightning logs (the model's and data's hparams).
+        self.hparams_table: dict[str, Any] | None = None
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Lightning adds ``epoch`` to every logged dict; as a chart it only restates the x-axis."""
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, metrics: Any = None, step: int | None = None) -> None:
+        """``hparams.yaml`` gets everything; the HPARAMS table the readable knobs, once per run directory."""
+        params = _convert_params(params)
+        self.hparams.update(params)
+        if self._hparams_table_written or os.path.isfile(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)):
+            return  # this run already has its table (set by the CLI from the full config, or by training)
+        self._hparams_table_written = True
+        writer = self.experiment._get_file_writer()
+        table = self.hparams_table if self.hparams_table is not None else readable_hparams(params)
+        for summary in hparams(table, dict.fromkeys(HPARAM_METRICS, 0.0)):
+            writer.add_summary(summary)
