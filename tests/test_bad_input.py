@@ -83,3 +83,9 @@ def test_lr_multiplier_for_a_layer_that_does_not_exist(run_cli, capsys, tmp_path
     err = run_expecting_error(run_cli, capsys, "fit", "cnn.yaml", "--model.lr_multipliers={backbone: 0.1}")
     assert "prefix ['backbone'] matches no parameter" in err and "features.0" in err
     assert not (tmp_path / "logs").exists()
+
+
+def test_bad_value_raised_while_building_the_data_is_one_line(run_cli, capsys, tmp_path: Path) -> None:
+    err = run_expecting_error(run_cli, capsys, "fit", "cnn.yaml", "--data.val_split=2")
+    assert err.count("\n") == 1 and "--data.val_split 2.0 must be between 0 and 1" in err
+    assert not (tmp_path / "logs").exists()
