@@ -102,7 +102,6 @@ class Predictor:
                 raise TypeError(f"cannot classify a {type(item).__name__}: give paths, PIL images, arrays or tensors")
         return out
 
-    @torch.no_grad()
     def probabilities(self, images: ImageLike | Iterable[ImageLike], batch_size: int = 64) -> torch.Tensor:
         """(N, num_classes) class probabilities, in input order (folders expanded in sorted order)."""
         return self._probabilities(self._images(images), batch_size)[1]

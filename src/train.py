@@ -66,7 +66,6 @@ class ClassifierCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Shapes come from the data and are stored in the checkpoint; nobody types them twice.
-        self._ckpt_hparams: dict | None = None
         for attribute, target in LINKED.items():
             compute = partial(self._linked, attribute)
             parser.link_arguments("data", f"model.{target}", compute_fn=compute, apply_on="instantiate")
@@ -98,7 +97,8 @@ class ClassifierCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        self._ckpt_class_names, self._ckpt_step = None, 0
+        self._ckpt_hparams: dict | None = None  # read by the links, at instantiation
+        self._ckpt_step = 0
         data_class = str((self.config[subcommand].get("data") or {}).get("class_path", "")) if subcommand else ""
         if data_class.endswith("FilesDataModule") and (subcommand != "predict" or not ckpt_path):
             raise UserError(
@@ -120,8 +120,9 @@ class ClassifierCLI(LightningCLI):
                 f"({type(err).__name__}). Use a .ckpt written by `python -m src.train fit`."
             ) from None
         self._ckpt_hparams = checkpoint.get("hyper_parameters", {})
-        self._ckpt_class_names = self._ckpt_hparams.get("class_names")
         self._ckpt_step = checkpoint.get("global_step", 0)
+        if subcommand == "predict" and "class_names" in self._ckpt_hparams:  # before anything is built
+            check_top_k(self.config[subcommand]["predictions"]["top_k"], self._ckpt_hparams["class_names"])
 
     def before_instantiate_classes(self) -> None:
         """An evaluation of a run's checkpoint is logged into that run (TensorBoard events, reports, predictions)
@@ -138,15 +139,12 @@ class ClassifierCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         """A checkpoint only fits data with the same classes; say so instead of failing on tensor shapes."""
         data: LightningDataModule = self.datamodule
-        if self.subcommand == "predict":
-            writers = [c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)]
-            for writer in writers:
-                check_top_k(writer.top_k, self.model.class_names)
-        if data.class_names is None:  # files to predict on: the checkpoint brings the classes
+        trained = (self._ckpt_hparams or {}).get("class_names")
+        if data.class_names is None or trained is None:  # files to predict on: the checkpoint brings the classes
             return
-        if self._ckpt_class_names is not None and list(self._ckpt_class_names) != list(data.class_names):
+        if list(trained) != list(data.class_names):
             raise UserError(
-                f"the checkpoint was trained on classes {list(self._ckpt_class_names)} but the data module "
+                f"the checkpoint was trained on classes {list(trained)} but the data module "
                 f"{type(data).__name__} has {list(data.class_names)}. Pass the --data config the model was "
                 "trained with (it is saved as config.yaml in the run directory)."
             )

@@ -93,9 +93,6 @@ class Dashboard(Callback):
         )
         experiment.add_figure("train/samples", figure, global_step=0, close=False)
 
-    def _start(self, trainer: Trainer) -> None:
-        self.mistakes.reset()
-
     def _batch(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any) -> None:
         if self._draws(trainer) and isinstance(outputs, dict) and "probs" in outputs:
             self.mistakes.update(pl_module.preprocess.pixels, batch[0], batch[1], outputs["probs"])
@@ -118,10 +115,10 @@ class Dashboard(Callback):
             experiment.add_figure(f"{stage}/mistakes", figure, step, close=False)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start(trainer)
+        self.mistakes.reset()
 
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start(trainer)
+        self.mistakes.reset()
 
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
