@@ -57,16 +57,21 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     """TensorBoard events in ``save_dir/name/version_N`` (or ``save_dir/name/<version>``), as Lightning's logger."""
 
     def __init__(self, save_dir: str = "logs", name: str | None = "default", version: int | str | None = None,
-                 **kwargs: Any) -> None:  # fmt: skip
+                 purge_step: int | None = None, **kwargs: Any) -> None:  # fmt: skip
         """
         Args:
-            save_dir: root folder of all runs.
+            save_dir: root folder of all runs (made absolute, so a resumed run finds its checkpoints' directory
+                whatever the working directory or the form of ``--ckpt_path``).
             name: experiment folder under ``save_dir`` (one per config: cnn, fc, transfer).
             version: run folder name; ``None`` = the next free ``version_N``.
+            purge_step: TensorBoard hides this run's events at this step and later (set by the CLI when a run
+                resumes from a checkpoint: the resumed run logs them again).
             **kwargs: passed to Lightning's ``TensorBoardLogger`` (``default_hp_metric`` is off here).
         """
         kwargs.setdefault("default_hp_metric", False)
-        super().__init__(save_dir, name=name, version=version, **kwargs)
+        if purge_step is not None:
+            kwargs["purge_step"] = purge_step  # a SummaryWriter argument
+        super().__init__(os.path.realpath(save_dir), name=name, version=version, **kwargs)
         self._hparams_table_written = False
         #: The HPARAMS table's rows; ``None``: made from what Lightning logs (the model's and data's hparams).
         self.hparams_table: dict[str, Any] | None = None

@@ -4,6 +4,7 @@ Everything is a LightningCLI argument, so ``--print_config`` shows every knob an
 on the command line (``--model.optimizer.lr 0.01``, ``--trainer.max_epochs 3``, ``--data.batch_size 128``).
 """
 
+import os
 import sys
 import warnings
 from functools import partial
@@ -15,9 +16,12 @@ from jsonargparse import Namespace, lazy_instance
 from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from src.callbacks import Dashboard, PredictionWriter, TestReport
+from src.callbacks import Dashboard, PredictionWriter, RngState, TestReport
 from src.callbacks.predictions import check_top_k
+from src.checkpoint_io import AtomicCheckpointIO
 from src.errors import UserError
 from src.loggers import TensorBoardLogger, readable_hparams
 from src.models import ImageClassifier, TransferFinetuning
@@ -37,8 +41,9 @@ class QuietUsageParser(LightningArgumentParser):
 
 
 class RunConfig(SaveConfigCallback):
-    """``config.yaml`` for a training run; an evaluation logged into an existing run (``test``/``predict`` from
-    one of its checkpoints) writes ``<stage>_config.yaml`` beside it instead, so the training config stays as is."""
+    """``config.yaml`` for a training run. Anything else logged into an existing run keeps that file as it is and
+    writes its own beside it: ``<stage>_config.yaml`` for an evaluation of one of its checkpoints
+    (``test``/``validate``/``predict``), ``resume_config.yaml`` for a resumed ``fit``."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         stage = getattr(stage, "value", stage)  # Lightning passes a str enum
@@ -77,6 +82,9 @@ class ClassifierCLI(LightningCLI):
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best-epoch{epoch:02d}-acc{val/acc:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
+                # A resumed run re-running an epoch that a killed run already saved writes the same file again
+                # (same epoch and score: runs are deterministic), instead of a "-v1" copy beside it.
+                "checkpoint.enable_version_counter": False,
             }
         )
         # In Lightning 2.6, save_last=True on a monitored checkpoint only refreshes last.ckpt when the monitored
@@ -105,8 +113,18 @@ class ClassifierCLI(LightningCLI):
                 "--data configs/data/files.yaml classifies image files with a trained model: use it with "
                 "`predict --ckpt_path <run>/checkpoints/<best or last>.ckpt`."
             )
+        if ckpt_path in ("best", "last") and subcommand != "fit":
+            raise UserError(
+                f"--ckpt_path {ckpt_path} means the checkpoint of a fit in the same process; from the command line "
+                f"give its file, e.g. logs/<name>/version_<n>/checkpoints/last.ckpt."
+            )
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):  # Lightning resolves these itself
             return
+        if Path(ckpt_path).is_dir():
+            raise UserError(
+                f"--ckpt_path {ckpt_path} is a directory; give a checkpoint file in it, e.g. "
+                f"{Path(ckpt_path) / 'last.ckpt'} (runs keep theirs in <run>/checkpoints/)."
+            )
         if not Path(ckpt_path).is_file():
             raise UserError(
                 f"checkpoint not found: --ckpt_path {ckpt_path}. Give the path of a .ckpt file, e.g. "
@@ -121,20 +139,88 @@ class ClassifierCLI(LightningCLI):
             ) from None
         self._ckpt_hparams = checkpoint.get("hyper_parameters", {})
         self._ckpt_step = checkpoint.get("global_step", 0)
+        self._check_network_family(ckpt_path)
         if subcommand == "predict" and "class_names" in self._ckpt_hparams:  # before anything is built
             check_top_k(self.config[subcommand]["predictions"]["top_k"], self._ckpt_hparams["class_names"])
 
+    def _check_network_family(self, ckpt_path: str) -> None:
+        """A ``--config`` for another network than the checkpoint's is a mix-up: say so before anything runs."""
+        subcommand = self.config["subcommand"]
+        network = self._ckpt_hparams.get("network") if self._ckpt_hparams else None
+        configured = (self.config[subcommand].get("model") or {}).get("network")
+        if not (isinstance(network, dict) and isinstance(configured, Namespace) and self.config[subcommand].config):
+            return  # no --config: the checkpoint alone says what the model is
+        trained, given = str(network.get("class_path")), str(configured.get("class_path"))
+        if trained != given:
+            run_dir = run_dir_of(ckpt_path)
+            config = run_dir / "config.yaml" if run_dir is not None else "the config it was trained with"
+            raise UserError(
+                f"--ckpt_path {ckpt_path} holds a {trained.rsplit('.', 1)[-1]} network but the --config gives "
+                f"{given.rsplit('.', 1)[-1]}: pass the run's own config ({config}) or that model's config."
+            )
+
+    def _check_logs_writable(self, subcommand: str) -> None:
+        """A logs folder that cannot be written fails now, in one line, not after the data is prepared."""
+        logger = self.config[subcommand]["trainer"].get("logger")
+        save_dir = (logger.get("init_args") or {}).get("save_dir") if isinstance(logger, Namespace) else None
+        if not save_dir:
+            return
+        existing = Path(save_dir).absolute()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            problem = "is a file" if not existing.is_dir() else "is not writable"
+            raise UserError(
+                f"cannot write logs to --trainer.logger.init_args.save_dir {save_dir}: {existing} {problem}. "
+                "Pass a folder you can write to."
+            )
+
     def before_instantiate_classes(self) -> None:
-        """An evaluation of a run's checkpoint is logged into that run (TensorBoard events, reports, predictions)
-        instead of a new ``version_N`` holding nothing but itself."""
+        """Runs of a checkpoint go into the checkpoint's own run directory: a resumed ``fit`` continues it (its
+        TensorBoard events from the checkpoint's step on are purged and logged again), an evaluation adds its
+        metrics, reports and predictions to it, instead of a new ``version_N`` holding nothing but itself."""
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if subcommand == "fit" or not ckpt_path or self._ckpt_hparams is None:
+        if not subcommand:
+            return
+        self._check_logs_writable(subcommand)
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or self._ckpt_hparams is None:
             return
         logger, run_dir = self.config[subcommand]["trainer"].get("logger"), run_dir_of(ckpt_path)
         if run_dir is not None and isinstance(logger, Namespace) and "save_dir" in (logger.get("init_args") or {}):
             logger.init_args.save_dir, logger.init_args.version = str(run_dir.parent.parent), run_dir.name
             logger.init_args.name = run_dir.parent.name
+            if subcommand == "fit" and str(logger.class_path).endswith("TensorBoardLogger"):
+                logger.init_args.purge_step = self._ckpt_step
+            if subcommand == "fit" and (run_dir / "config.yaml").is_file():  # resuming: keep the run's config
+                self.save_config_kwargs.update(config_filename="resume_config.yaml", overwrite=True)
+                # Lightning warns that the checkpoint directory is not empty: resuming into it is the point.
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+    def instantiate_classes(self) -> None:
+        """A value the model, data or trainer refuses while being built (``--trainer.max_epochs -5``, a dropout of
+        1.5, ``--trainer.accelerator gpu`` without one) is a configuration mistake: say it in one line."""
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, IndexError, MisconfigurationException) as err:
+            cause: BaseException = err
+            while cause.__cause__ is not None or cause.__context__ is not None:
+                if isinstance(cause, UserError):
+                    raise
+                cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+            if isinstance(cause, UserError):
+                raise
+            reason = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+            raise UserError(f"invalid configuration: {reason}. Check the values given for it.") from err
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Lightning's trainer, plus what every run needs: checkpoints written atomically in their own directory
+        and random generator states saved in them (an interrupted run resumes exactly)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own CheckpointIO plugin
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        trainer.callbacks.append(RngState())
+        return trainer
 
     def after_instantiate_classes(self) -> None:
         """A checkpoint only fits data with the same classes; say so instead of failing on tensor shapes."""

@@ -39,10 +39,9 @@ def test_changing_the_seed_changes_val_but_never_test() -> None:
 def test_only_the_train_loader_shuffles() -> None:
     dm = DigitsDataModule(batch_size=32)
     dm.setup(None)
-    assert isinstance(dm.train_dataloader().sampler.sampler, RandomSampler)
-    for loader in (dm.val_dataloader(), dm.test_dataloader()):
-        assert isinstance(loader.sampler.sampler, SequentialSampler)
-    assert isinstance(dm.predict_dataloader().sampler, SequentialSampler)
+    assert isinstance(dm.train_dataloader().sampler, RandomSampler)
+    for loader in (dm.val_dataloader(), dm.test_dataloader(), dm.predict_dataloader()):
+        assert isinstance(loader.sampler, SequentialSampler)
     first, again = (next(iter(dm.train_dataloader()))[1] for _ in range(2))
     assert not torch.equal(first, again), "each epoch must reshuffle"
     assert torch.equal(next(iter(dm.val_dataloader()))[1], dm.val_set.tensors[1][:32])

@@ -105,7 +105,8 @@ class Dashboard(Callback):
         experiment = self._experiment(trainer)
         if experiment is None:
             return
-        names, step = pl_module.class_names, trainer.global_step
+        # The step of this epoch's scalars (the last training step: a resumed run purges everything after it).
+        names, step = pl_module.class_names, trainer.fit_loop.epoch_loop._batches_that_stepped
         accuracy = (confusion.diag().sum() / confusion.sum().clamp(min=1)).item()
         title = f"{stage} epoch {trainer.current_epoch}: accuracy {accuracy:.4f}" if stage == "val" else "test"
         experiment.add_figure(f"{stage}/confusion_matrix", confusion_figure(confusion, names, title), step, close=False)

@@ -1,6 +1,8 @@
 """Images and labels from NumPy ``.npz`` or HDF5 ``.h5``/``.hdf5`` files: the "custom Dataset from arrays" pattern.
 
 Images may be (N, H, W) grey, (N, H, W, C) or (N, C, H, W) with C in {1, 3}, as uint8 (0-255) or floats in [0, 1].
+Other integer types are accepted when every value is in 0..255; anything else (16-bit pixels, floats holding 0-255)
+is refused with the conversion to make, never clipped or wrapped around silently.
 """
 
 from pathlib import Path
@@ -36,7 +38,34 @@ def _read_arrays(path: Path, images_key: str, labels_key: str) -> tuple[np.ndarr
     return found[images_key], found[labels_key], names
 
 
+def _check_pixel_values(images: np.ndarray, path: Path) -> None:
+    """uint8, integers within 0..255, or floats within [0, 1]: other values would be clipped or wrap modulo 256."""
+    dtype = images.dtype
+    if dtype == np.uint8 or images.size == 0:
+        return
+    if np.issubdtype(dtype, np.floating):
+        if not np.isfinite(images).all():
+            raise UserError(f"{path}: {dtype} images hold NaN or infinite values; replace them (e.g. np.nan_to_num).")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0 or hi > 1:
+            raise UserError(
+                f"{path}: {dtype} images have values {lo:g}..{hi:g}, but float images must be in [0, 1]: divide "
+                "0-255 pixels by 255 (images / 255), or store them as uint8."
+            )
+    elif np.issubdtype(dtype, np.integer):
+        lo, hi = int(images.min()), int(images.max())
+        if lo < 0 or hi > 255:
+            full = np.iinfo(dtype).max if dtype == np.uint16 else hi
+            raise UserError(
+                f"{path}: {dtype} images have values {lo}..{hi}, outside 0..255 (they would wrap around): store "
+                f"8-bit images, e.g. (images / {full} * 255).round().astype(np.uint8)."
+            )
+    else:
+        raise UserError(f"{path}: images of dtype {dtype}; store them as uint8 (0..255) or floats in [0, 1].")
+
+
 def _to_uint8_nchw(images: np.ndarray, path: Path) -> torch.Tensor:
+    _check_pixel_values(images, path)
     x = torch.from_numpy(np.ascontiguousarray(images))
     if x.dim() == 3:
         x = x.unsqueeze(1)
@@ -45,7 +74,7 @@ def _to_uint8_nchw(images: np.ndarray, path: Path) -> torch.Tensor:
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise UserError(f"{path}: images of shape {tuple(images.shape)}; expected (N,H,W), (N,H,W,C) or (N,C,H,W).")
     if x.is_floating_point():
-        x = (x.clamp(0, 1) * 255).round()
+        x = (x * 255).round()
     return x.to(torch.uint8).contiguous()
 
 
@@ -86,7 +115,9 @@ class ArrayDataModule(MeasuredImageDataModule):
     @staticmethod
     def _check(images: np.ndarray, labels: np.ndarray, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         if len(images) != len(labels):
-            raise UserError(f"{path}: {len(images)} images but {len(labels)} labels; they must match one to one.")
+            raise UserError(f"{path}: {len(images)} images but {len(labels)} labels; give exactly one label per image.")
+        if len(images) == 0:
+            raise UserError(f"{path}: the images array is empty; it needs at least one image per class.")
         if not np.issubdtype(labels.dtype, np.integer):
             raise UserError(f"{path}: labels must be integers 0..num_classes-1, got dtype {labels.dtype}.")
         return _to_uint8_nchw(images, path), torch.from_numpy(labels.astype(np.int64)).flatten()
@@ -96,7 +127,8 @@ class ArrayDataModule(MeasuredImageDataModule):
         if len(bad):
             raise UserError(
                 f"{path}: label {int(bad[0])} is out of range for {len(self.class_names)} classes "
-                f"{self.class_names}; labels must be 0..{len(self.class_names) - 1}."
+                f"{self.class_names}; labels must be 0..{len(self.class_names) - 1} (--data.label_names gives one "
+                "name per class)."
             )
 
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -106,6 +138,6 @@ class ArrayDataModule(MeasuredImageDataModule):
             self._check_labels(test[1], self.test_path)
             rest = (self._images, self._labels)
         else:
-            rest, test = self.split(self._images, self._labels, self.test_split)
+            rest, test = self.split(self._images, self._labels, self.test_split, "--data.test_split", reserve=1)
         train, val = self.split(*rest, self.val_split)
         return {"train": train, "val": val, "test": test}

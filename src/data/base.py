@@ -13,8 +13,9 @@ import torch
 import torch.multiprocessing as mp
 from lightning import LightningDataModule
 from lightning.fabric.utilities.data import suggested_max_num_workers
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from sklearn.model_selection import train_test_split
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from src.data.augment import BatchAugment
 from src.errors import UserError
@@ -23,6 +24,24 @@ from src.errors import UserError
 STATISTICS_SAMPLE = 5000
 #: Where verified archives found in ``data_dir`` (e.g. a read-only ``../shared/datasets``) are extracted.
 EXTRACT_DIR = Path("data")
+
+
+class TensorImages(TensorDataset):
+    """In-memory images and labels, fetched a whole batch at a time.
+
+    PyTorch's ``DataLoader`` hands a batch's indices to ``__getitems__`` when a dataset has one: here that is ONE
+    tensor index per batch (no per-sample ``__getitem__``, no collation; see ``whole_batch``). It is still a plain
+    map-style dataset, so any sampler works: ``RandomSampler``, or Lightning's ``DistributedSampler`` under DDP.
+    """
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def whole_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The ``collate_fn`` of ``TensorImages``: its ``__getitems__`` already returns the stacked batch."""
+    return batch
 
 
 class ImageDataModule(LightningDataModule):
@@ -71,6 +90,8 @@ class ImageDataModule(LightningDataModule):
             random_rotation: training augmentation: rotate by a random angle in [-d, d] degrees; 0 = off.
         """
         super().__init__()
+        if batch_size < 1:  # else a DataLoader ValueError, after the run directory was made
+            raise UserError(f"--data.batch_size {batch_size} must be >= 1, e.g. 64")
         if not 0.0 < val_split < 1.0:
             raise UserError(f"--data.val_split {val_split} must be between 0 and 1 (exclusive), e.g. 0.1")
         if num_workers != "auto" and num_workers < 0:
@@ -102,7 +123,7 @@ class ImageDataModule(LightningDataModule):
         raise NotImplementedError
 
     def _dataset(self, images: torch.Tensor, labels: torch.Tensor) -> Dataset:
-        return TensorDataset(images, labels.long())
+        return TensorImages(images, labels.long())
 
     def setup(self, stage: str | None = None) -> None:
         """Runs on every process: build the splits the stage needs (the test split also serves predict)."""
@@ -126,11 +147,12 @@ class ImageDataModule(LightningDataModule):
         return suggested_max_num_workers(devices)
 
     def _loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
-        """Whole batches: one tensor index each for in-memory tensors, worker processes for streamed files.
+        """A plain ``DataLoader``, so Lightning's own ``DistributedSampler`` injection shards it under DDP.
 
-        ``TensorDataset`` accepts a list of indices, so a ``BatchSampler`` used as the sampler (with
-        ``batch_size=None``) yields ready batches with no per-sample ``__getitem__`` and no collate; the order is
-        the same as ``DataLoader(shuffle=...)``'s, so both paths see the same batches for the same seed.
+        In-memory tensors (``TensorImages``) fetch a whole batch with one tensor index and skip collation. Under
+        DDP, evaluation loaders get an ``UnrepeatedDistributedSampler``: every image is evaluated exactly once (the
+        default sampler pads ranks with repeated images, biasing val/test accuracy); training keeps Lightning's
+        ``DistributedSampler``, the same per-epoch shuffle on every rank (seeded by the global seed and the epoch).
         """
         assert dataset is not None, "setup() has not built this split"
         workers = self.workers(dataset)
@@ -140,14 +162,25 @@ class ImageDataModule(LightningDataModule):
         method = mp.get_start_method(allow_none=True) or mp.get_all_start_methods()[0]  # [0]: the default
         keep = method != "fork" if self.persistent_workers is None else self.persistent_workers
         persistent = keep and workers > 0
-        common = dict(num_workers=workers, pin_memory=self.pin_memory, persistent_workers=persistent)
-        if not isinstance(dataset, TensorDataset):
-            return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, **common)
-        if workers == 0:  # deliberate: Lightning's "not many workers" hint is about per-sample loading
+        sampler = None
+        trainer = self.trainer
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
+        in_memory = isinstance(dataset, TensorImages)
+        if in_memory and workers == 0:  # deliberate: Lightning's "not many workers" hint is about per-sample loading
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-        batches = BatchSampler(order, self.batch_size, drop_last=False)
-        return DataLoader(dataset, sampler=batches, batch_size=None, **common)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            collate_fn=whole_batch if in_memory else None,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=persistent,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """The only shuffled loader: evaluation order stays fixed."""
@@ -160,9 +193,8 @@ class ImageDataModule(LightningDataModule):
         return self._loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
-        """Plain per-sample batching of the test split: prediction writers get each batch's sample indices."""
-        assert self.test_set is not None, "setup('predict') has not built the test split"
-        return DataLoader(self.test_set, batch_size=self.batch_size, num_workers=self.workers(self.test_set))
+        """The test split in order; prediction writers get each batch's sample indices from Lightning."""
+        return self._loader(self.test_set)
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> tuple:
         """Runs on the training device after each batch is moved there: augment training batches only."""
@@ -189,8 +221,44 @@ class MeasuredImageDataModule(ImageDataModule):
     def _splits(self) -> dict[str, tuple]:
         return self.load_splits()
 
-    def split(self, images: torch.Tensor | list, labels: torch.Tensor, fraction: float) -> tuple[tuple, tuple]:
-        """Stratified by class, seeded: ``(1 - fraction, fraction)`` of the images (a tensor or a list)."""
+    def split(
+        self,
+        images: torch.Tensor | list,
+        labels: torch.Tensor,
+        fraction: float,
+        option: str = "--data.val_split",
+        reserve: int = 0,
+    ) -> tuple[tuple, tuple]:
+        """Stratified by class, seeded: ``(1 - fraction, fraction)`` of the images (a tensor or a list).
+
+        ``option`` is the setting ``fraction`` came from; ``reserve``: how many more splits the kept part is cut
+        into later (1 for test first, then val). A class or fraction too small to stratify is named with its fix
+        here, instead of failing inside scikit-learn with a traceback.
+        """
+        from math import ceil
+
+        if not 0.0 < fraction < 1.0:
+            raise UserError(f"{option} {fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
+        names = getattr(self, "class_names", None) or []
+        counts = torch.bincount(labels.long())
+        present = counts.nonzero().flatten().tolist()
+        need = 2 + reserve  # one image of every class in every split
+        for c in present:
+            if counts[c] < need:
+                name = names[c] if c < len(names) else str(c)
+                raise UserError(
+                    f"class {name!r} has {int(counts[c])} image(s), too few to split by {option} {fraction}: a "
+                    f"stratified split needs at least {need} per class (one per split). Add images of {name!r}, "
+                    "or leave that class out."
+                )
+        n, k, n_held = len(labels), len(present), ceil(fraction * len(labels))
+        if n_held < k or n - n_held < k:
+            side, count = ("holds out", n_held) if n_held < k else ("keeps", n - n_held)
+            raise UserError(
+                f"{option} {fraction} {side} {count} of {n} images, fewer than the {k} classes (a stratified "
+                f"split needs one of each class on both sides): set {option} between {-(-100 * k // n) / 100} "
+                f"and {100 * (n - k) // n / 100}, or add images."
+            )
         keep, held = train_test_split(
             torch.arange(len(labels)), test_size=fraction, stratify=labels, random_state=self.seed
         )

@@ -6,6 +6,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from src.data.base import ImageDataModule
+from src.errors import UserError
 
 
 class DigitsDataModule(ImageDataModule):
@@ -21,6 +22,8 @@ class DigitsDataModule(ImageDataModule):
             test_split: fraction of all images held out as the test split (always the same images).
             **kwargs: batch size, workers, val split and seed: see ``ImageDataModule``.
         """
+        if not 0.0 < test_split < 1.0:
+            raise UserError(f"--data.test_split {test_split} must be between 0 and 1 (exclusive), e.g. 0.2")
         super().__init__(**kwargs)
         self.test_split = test_split
 

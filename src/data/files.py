@@ -52,6 +52,10 @@ class FilesDataModule(LightningDataModule):
             num_workers: DataLoader worker processes decoding files; ``auto``: Lightning's suggestion.
         """
         super().__init__()
+        if batch_size < 1:  # else a DataLoader ValueError once predicting has started
+            raise UserError(f"--data.batch_size {batch_size} must be >= 1, e.g. 64")
+        if num_workers != "auto" and num_workers < 0:
+            raise UserError(f"--data.num_workers {num_workers} must be >= 0, or auto")
         self.paths = find_images(path)
         check_readable(self.paths)  # an unreadable image stops here, named, before any run directory exists
         self.batch_size, self.num_workers = batch_size, num_workers

@@ -1,9 +1,11 @@
 """A folder of images, one sub-folder per class (``root/<class>/*.png|jpg|jpeg|bmp|webp``).
 
 Either one root split into train/val/test (stratified, seeded), or separate ``train/``, ``val/`` and ``test/``
-roots under ``data_dir``. Images of any size are resized to ``image_size``; grey or RGB as configured. Folders
-that fit in memory are decoded once into uint8 tensors (the fast path); larger ones are streamed from disk by
-DataLoader workers. Both give the same images in the same batches.
+roots under ``data_dir`` (without ``val/``, val is split off ``train/``; without ``test/``, there is no test split:
+``test`` and ``predict`` refuse to run rather than report validation accuracy as test accuracy). Images of any
+size are resized to ``image_size``; grey or RGB as configured. Folders that fit in memory are decoded once into
+uint8 tensors (the fast path); larger ones are streamed from disk by DataLoader workers. Both give the same images
+in the same batches.
 """
 
 import os
@@ -65,6 +67,8 @@ class ImageFolderDataModule(MeasuredImageDataModule):
                 workers; ``auto`` decodes when the decoded images take at most a quarter of this machine's RAM.
             **kwargs: batch size, workers, val split, seed and augmentation: see ``ImageDataModule``.
         """
+        if image_size < 1:
+            raise UserError(f"--data.image_size {image_size} must be >= 1 (pixels per side), e.g. 32")
         self.root = Path(data_dir)
         train_root = self.root / "train" if (self.root / "train").is_dir() else self.root
         if not train_root.is_dir():
@@ -87,7 +91,10 @@ class ImageFolderDataModule(MeasuredImageDataModule):
         for label, name in enumerate(self.class_names):
             files = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
-                raise UserError(f"class folder {root / name} has no images ({', '.join(IMAGE_SUFFIXES)}).")
+                raise UserError(
+                    f"class folder {root / name} has no images ({', '.join(IMAGE_SUFFIXES)}): add images to it, "
+                    "or remove the folder."
+                )
             paths += files
             labels += [label] * len(files)
         return paths, torch.tensor(labels)
@@ -143,16 +150,38 @@ class ImageFolderDataModule(MeasuredImageDataModule):
         return choice
 
     def load_splits(self) -> dict[str, tuple]:
-        """train/val/test: separate roots if present, else a stratified split of one root; decoded or file lists."""
+        """train/val/test: separate roots if present, else a stratified split of one root; decoded or file lists.
+        No ``test`` entry for ``train/`` without ``test/``: the val split is never reused as the test split."""
         splits = dict(self._listed)
         if "all" in splits:
-            rest, test = self.split(*splits.pop("all"), self.test_split)
+            rest, test = self.split(*splits.pop("all"), self.test_split, "--data.test_split", reserve=1)
             splits = dict(zip(("train", "val"), self.split(*rest, self.val_split), strict=True)) | {"test": test}
         elif "val" not in splits:
             splits["train"], splits["val"] = self.split(*splits["train"], self.val_split)
-        splits.setdefault("test", splits["val"])
         prepare = self._decode if self.in_memory else self._check_headers
         return {name: prepare(*split) for name, split in splits.items()}
+
+    def _require_test_split(self, stage: str | None) -> None:
+        """``train/`` without ``test/`` has no test images: never evaluate on the val split under the name test."""
+        stage = getattr(stage, "value", stage)  # Lightning passes a str enum
+        if stage in ("test", "predict") and "test" not in self._listed:
+            raise UserError(
+                f"--data.data_dir {str(self.root)!r} has train/ but no test/ folder, so there are no test images "
+                f"to {stage} on: add {self.root / 'test'}/<class>/ images, or put every class folder directly in "
+                "one root to split train/val/test from it (--data.test_split)."
+            )
+
+    def prepare_data(self) -> None:
+        """Runs before the trainer's loggers create anything: a missing test split stops ``test``/``predict`` here,
+        so a failed evaluation of a run's checkpoint leaves that run untouched."""
+        self._require_test_split(self.trainer.state.fn if self.trainer is not None else None)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Runs on every process: wrap the prepared splits; ``test_set`` stays ``None`` without a ``test/`` root."""
+        self._require_test_split(stage)
+        if self.train_set is None:
+            self.train_set, self.val_set = (self._dataset(*self._splits[name]) for name in ("train", "val"))
+            self.test_set = self._dataset(*self._splits["test"]) if "test" in self._splits else None
 
     def _dataset(self, images: torch.Tensor | list[Path], labels: torch.Tensor) -> Dataset:
         if isinstance(images, list):

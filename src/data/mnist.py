@@ -32,7 +32,7 @@ class MNISTDataModule(TorchvisionDataModule):
     def _wanted(self, root: Path) -> str:
         names = ", ".join(archive.name for archive, _ in self._archives(root))
         raw = root / self.dataset_cls.__name__ / "raw"
-        return f"Put the four raw files ({names}) in {raw} (../shared/datasets has them)"
+        return f"Put the four raw files ({names}) in {raw} (the official gzipped files or their extracted copies)"
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         dataset = self.torchvision_dataset(train)

@@ -22,6 +22,9 @@ from src.models.init import InitScheme, init_weights
 from src.models.networks import NetworkFactory, SimpleCNN
 from src.models.preprocess import InputSpec, Preprocess
 
+#: Training steps between checks for a diverged (NaN/inf) loss; also checked at every epoch end.
+DIVERGENCE_CHECK_EVERY = 20
+
 
 class ImageClassifier(LightningModule):
     """Trains any network that maps (B, C, H, W) images to (B, num_classes) logits.
@@ -74,9 +77,12 @@ class ImageClassifier(LightningModule):
         self.criterion = nn.NLLLoss() if loss == "nll" else nn.CrossEntropyLoss()
         self.example_input_array = torch.zeros(2, *input_shape)
         self._param_groups()  # a bad lr_multipliers prefix fails here, before any run directory exists
+        self._check_optimizer_arguments()
 
         # One metric object per stage: their states must never mix.
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # No NaN filtering (the default drops NaNs with a warning, and checks on the host every step): a diverged
+        # loss must show as NaN, and is caught by ``_stop_if_diverged``.
+        self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(3))
         self.train_acc, self.val_acc, self.test_acc = (
             MulticlassAccuracy(num_classes, average="micro") for _ in range(3)
         )
@@ -88,7 +94,9 @@ class ImageClassifier(LightningModule):
             )
             for stage in ("val", "test")
         )
+        # Kept in checkpoints (torchmetrics states are not by default), so a resumed run remembers its best epoch.
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)
         # Synchronised across processes on compute(); read by the report and dashboard callbacks.
         self.val_confusion, self.test_confusion = (MulticlassConfusionMatrix(num_classes) for _ in range(2))
 
@@ -116,10 +124,6 @@ class ImageClassifier(LightningModule):
                 {"Loss": {"Training vs. Validation Loss": ["Multiline", ["train/loss", "val/loss"]]}}
             )
 
-    def on_train_start(self) -> None:
-        """Runs after the sanity check: forget the sanity batches so ``val/acc_best`` only sees real epochs."""
-        self.val_acc_best.reset()
-
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One optimisation step; only accumulates metrics (logging every step costs ~5% of a small CNN's epoch)."""
         loss, out, y = self._step(batch)
@@ -127,12 +131,32 @@ class ImageClassifier(LightningModule):
         self.train_acc.update(out.detach(), y)
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (batch_idx + 1) % DIVERGENCE_CHECK_EVERY == 0:
+            self._stop_if_diverged()
+
+    def _stop_if_diverged(self) -> None:
+        """Stop a diverged run (NaN/inf loss) with a message instead of training on, and saving, NaN weights.
+
+        Reads the epoch's running loss sum: a host sync every ``DIVERGENCE_CHECK_EVERY`` steps, not every step.
+        Every rank takes the same decision (a collective), so all processes stop together.
+        """
+        diverged = not bool(torch.isfinite(self.train_loss.mean_value).all())
+        if not self.trainer.strategy.reduce_boolean_decision(diverged, all=False):
+            return
+        lr = self.trainer.optimizers[0].defaults.get("lr", float("nan"))  # as configured, before any schedule
+        raise UserError(
+            f"training diverged: train/loss is {self.train_loss.mean_value.item()} in epoch {self.current_epoch} "
+            f"(step {self.global_step}). Lower the learning rate (--model.optimizer.lr {lr:g}); "
+            "stopped before this epoch's checkpoint, earlier checkpoints are intact."
+        )
+
     def on_train_epoch_end(self) -> None:
-        """Runs after the last training batch: the epoch's mean loss and accuracy."""
-        self.log("train/loss", self.train_loss.compute(), prog_bar=True)
-        self.log("train/acc", self.train_acc.compute())
-        self.train_loss.reset()
-        self.train_acc.reset()
+        """Runs after the last training batch (before this epoch's checkpoint): the epoch's loss and accuracy."""
+        self._stop_if_diverged()
+        # Metric objects: Lightning computes them (synchronised across processes) and resets them for the next epoch.
+        self.log("train/loss", self.train_loss, prog_bar=True)
+        self.log("train/acc", self.train_acc)
 
     def on_validation_epoch_start(self) -> None:
         """Runs before the first val batch (also of the sanity check): a fresh confusion matrix."""
@@ -152,8 +176,9 @@ class ImageClassifier(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Runs after the last val batch: best-so-far accuracy and the per-class breakdown."""
-        self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        if not self.trainer.sanity_checking:  # the sanity check's few batches are not an epoch
+            self.val_acc_best(self.val_acc.compute())
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
         self.log_dict(self.val_acc_per_class.compute())
         self.val_acc_per_class.reset()
 
@@ -212,6 +237,16 @@ class ImageClassifier(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "monitor": "val/loss"},
         }
+
+    def _check_optimizer_arguments(self) -> None:
+        """Build the optimiser and scheduler once on a stand-in parameter: a bad argument (``lr: -1``, a
+        milestone list that is not a list) fails now, in one line, not after a run directory exists."""
+        try:
+            optimizer = self.optimizer_factory([nn.Parameter(torch.zeros(1))])
+            if self.scheduler_factory is not None:
+                self.scheduler_factory(optimizer)
+        except (ValueError, TypeError) as err:
+            raise UserError(f"--model.optimizer / --model.scheduler: {err}") from None
 
     def _param_groups(self) -> list[dict]:
         """Split the network's parameters by ``lr_multipliers`` prefix; the rest form the ``default`` group."""
