@@ -98,5 +98,5 @@ def test_fashion_mnist_failed_download_says_what_to_do(tmp_path: Path, monkeypat
     # A closed local port stands in for "no network", with or without internet on the test machine.
     monkeypatch.setattr(FashionMNISTDataModule.dataset_cls, "mirrors", ["http://127.0.0.1:9/"])
     dm = FashionMNISTDataModule(data_dir=str(tmp_path / "offline"))
-    with pytest.raises(UserError, match=r"download failed.*\.\./shared/datasets"):
+    with pytest.raises(UserError, match=r"download failed.*Put the four raw files.*--data.data_dir"):
         dm.prepare_data()

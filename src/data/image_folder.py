@@ -164,7 +164,7 @@ class ImageFolderDataModule(MeasuredImageDataModule):
     def _require_test_split(self, stage: str | None) -> None:
         """``train/`` without ``test/`` has no test images: never evaluate on the val split under the name test."""
         stage = getattr(stage, "value", stage)  # Lightning passes a str enum
-        if stage in ("test", "predict") and "test" not in self._listed:
+        if stage in ("test", "predict") and "train" in self._listed and "test" not in self._listed:
             raise UserError(
                 f"--data.data_dir {str(self.root)!r} has train/ but no test/ folder, so there are no test images "
                 f"to {stage} on: add {self.root / 'test'}/<class>/ images, or put every class folder directly in "
