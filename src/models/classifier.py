@@ -178,8 +178,9 @@ class ImageClassifier(LightningModule):
         """Runs after the last val batch: best-so-far accuracy and the per-class breakdown."""
         if not self.trainer.sanity_checking:  # the sanity check's few batches are not an epoch
             self.val_acc_best(self.val_acc.compute())
-            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
-        self.log_dict(self.val_acc_per_class.compute())
+            # Already the same on every process (val/acc is synchronised); "max" keeps it exact while saying so.
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True, reduce_fx="max")
+        self.log_dict(self.val_acc_per_class.compute(), sync_dist=True, reduce_fx="max")  # synchronised already
         self.val_acc_per_class.reset()
 
     def on_test_epoch_start(self) -> None:
@@ -199,7 +200,7 @@ class ImageClassifier(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Runs after the last test batch: logs one accuracy per class name (printed in Lightning's table)."""
-        self.log_dict(self.test_acc_per_class.compute())
+        self.log_dict(self.test_acc_per_class.compute(), sync_dist=True, reduce_fx="max")  # synchronised already
         self.test_acc_per_class.reset()
 
     def _probs(self, out: torch.Tensor) -> torch.Tensor:
