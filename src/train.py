@@ -52,6 +52,14 @@ class RunConfig(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
 
+def exception_chain(err: BaseException) -> list[BaseException]:
+    """``err`` and what it was raised from, outermost first (jsonargparse and Lightning wrap what they call)."""
+    chain = [err]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)  # type: ignore[arg-type]
+    return chain
+
+
 def run_dir_of(ckpt_path: str) -> Path | None:
     """``logs/<name>/<version>`` for ``logs/<name>/<version>/checkpoints/x.ckpt``; None for a loose checkpoint."""
     path = Path(ckpt_path)  # as given: ModelCheckpoint compares its saved dirpath with the new one as strings
@@ -121,9 +129,10 @@ class ClassifierCLI(LightningCLI):
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):  # Lightning resolves these itself
             return
         if Path(ckpt_path).is_dir():
+            folder = Path(ckpt_path) / "checkpoints" if (Path(ckpt_path) / "checkpoints").is_dir() else Path(ckpt_path)
             raise UserError(
                 f"--ckpt_path {ckpt_path} is a directory; give a checkpoint file in it, e.g. "
-                f"{Path(ckpt_path) / 'last.ckpt'} (runs keep theirs in <run>/checkpoints/)."
+                f"{folder / 'last.ckpt'} (runs keep theirs in <run>/checkpoints/)."
             )
         if not Path(ckpt_path).is_file():
             raise UserError(
@@ -203,14 +212,11 @@ class ClassifierCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, TypeError, IndexError, MisconfigurationException) as err:
-            cause: BaseException = err
-            while cause.__cause__ is not None or cause.__context__ is not None:
-                if isinstance(cause, UserError):
-                    raise
-                cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
-            if isinstance(cause, UserError):
-                raise
-            reason = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+            chain = exception_chain(err)
+            if any(isinstance(e, UserError) for e in chain):
+                raise  # already a readable message
+            root = str(chain[-1]).strip()
+            reason = root.splitlines()[-1].rstrip(".!") if root else type(chain[-1]).__name__
             raise UserError(f"invalid configuration: {reason}. Check the values given for it.") from err
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -284,9 +290,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> ClassifierCLI:
             run=run,
         )
     except Exception as err:  # a UserError may come wrapped, e.g. by jsonargparse's instantiation
-        cause: BaseException | None = err
-        while cause is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__ or cause.__context__
+        cause = next((e for e in exception_chain(err) if isinstance(e, UserError)), None)
         if cause is None:
             raise
         message = str(cause)

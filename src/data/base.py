@@ -6,6 +6,7 @@ everything else (splitting, batching, augmenting) happens here, the same way for
 
 import warnings
 from functools import cached_property
+from math import ceil
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,20 @@ from src.errors import UserError
 STATISTICS_SAMPLE = 5000
 #: Where verified archives found in ``data_dir`` (e.g. a read-only ``../shared/datasets``) are extracted.
 EXTRACT_DIR = Path("data")
+
+
+def check_fraction(option: str, value: float, example: float) -> None:
+    """A split fraction must leave images on both sides: refuse 0, 1 and beyond in one line."""
+    if not 0.0 < value < 1.0:
+        raise UserError(f"{option} {value} must be between 0 and 1 (exclusive), e.g. {example}")
+
+
+def check_loader_args(batch_size: int, num_workers: int | str) -> None:
+    """Refused here, before a run directory exists, not by the DataLoader once the run has started."""
+    if batch_size < 1:
+        raise UserError(f"--data.batch_size {batch_size} must be >= 1, e.g. 64")
+    if num_workers != "auto" and num_workers < 0:
+        raise UserError(f"--data.num_workers {num_workers} must be >= 0, or auto")
 
 
 class TensorImages(TensorDataset):
@@ -90,12 +105,8 @@ class ImageDataModule(LightningDataModule):
             random_rotation: training augmentation: rotate by a random angle in [-d, d] degrees; 0 = off.
         """
         super().__init__()
-        if batch_size < 1:  # else a DataLoader ValueError, after the run directory was made
-            raise UserError(f"--data.batch_size {batch_size} must be >= 1, e.g. 64")
-        if not 0.0 < val_split < 1.0:
-            raise UserError(f"--data.val_split {val_split} must be between 0 and 1 (exclusive), e.g. 0.1")
-        if num_workers != "auto" and num_workers < 0:
-            raise UserError(f"--data.num_workers {num_workers} must be >= 0, or auto")
+        check_loader_args(batch_size, num_workers)
+        check_fraction("--data.val_split", val_split, 0.1)
         if random_crop_padding < 0 or random_rotation < 0:
             raise UserError(
                 f"--data.random_crop_padding ({random_crop_padding}) and --data.random_rotation "
@@ -235,10 +246,7 @@ class MeasuredImageDataModule(ImageDataModule):
         into later (1 for test first, then val). A class or fraction too small to stratify is named with its fix
         here, instead of failing inside scikit-learn with a traceback.
         """
-        from math import ceil
-
-        if not 0.0 < fraction < 1.0:
-            raise UserError(f"{option} {fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
+        check_fraction(option, fraction, 0.1)
         names = getattr(self, "class_names", None) or []
         counts = torch.bincount(labels.long())
         present = counts.nonzero().flatten().tolist()

@@ -5,8 +5,7 @@ from typing import Any
 import torch
 from sklearn.datasets import load_digits
 
-from src.data.base import ImageDataModule
-from src.errors import UserError
+from src.data.base import ImageDataModule, check_fraction
 
 
 class DigitsDataModule(ImageDataModule):
@@ -22,8 +21,7 @@ class DigitsDataModule(ImageDataModule):
             test_split: fraction of all images held out as the test split (always the same images).
             **kwargs: batch size, workers, val split and seed: see ``ImageDataModule``.
         """
-        if not 0.0 < test_split < 1.0:
-            raise UserError(f"--data.test_split {test_split} must be between 0 and 1 (exclusive), e.g. 0.2")
+        check_fraction("--data.test_split", test_split, 0.2)
         super().__init__(**kwargs)
         self.test_split = test_split
 

@@ -13,6 +13,7 @@ from lightning import LightningDataModule
 from lightning.fabric.utilities.data import suggested_max_num_workers
 from torch.utils.data import DataLoader, Dataset
 
+from src.data.base import check_loader_args
 from src.data.images import check_readable, find_images, read_image
 from src.errors import UserError
 
@@ -52,10 +53,7 @@ class FilesDataModule(LightningDataModule):
             num_workers: DataLoader worker processes decoding files; ``auto``: Lightning's suggestion.
         """
         super().__init__()
-        if batch_size < 1:  # else a DataLoader ValueError once predicting has started
-            raise UserError(f"--data.batch_size {batch_size} must be >= 1, e.g. 64")
-        if num_workers != "auto" and num_workers < 0:
-            raise UserError(f"--data.num_workers {num_workers} must be >= 0, or auto")
+        check_loader_args(batch_size, num_workers)
         self.paths = find_images(path)
         check_readable(self.paths)  # an unreadable image stops here, named, before any run directory exists
         self.batch_size, self.num_workers = batch_size, num_workers
