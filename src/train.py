@@ -17,6 +17,7 @@ from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from src.callbacks import Dashboard, PredictionWriter, RngState, TestReport
@@ -296,7 +297,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> ClassifierCLI:
         message = str(cause)
         if "Original Traceback" in message:  # raised in a DataLoader worker: its last line is the user's message
             message = message.strip().splitlines()[-1].split("UserError: ", 1)[-1]
-        print(f"error: {message}", file=sys.stderr)
+        if getattr(rank_zero_only, "rank", 0) == 0:  # under DDP every process stops; one says why
+            print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -74,3 +74,16 @@ def test_ddp_freeze_unfreeze_keeps_every_rank_s_backbone_identical(tmp_path: Pat
     other = probe(tmp_path, 1, "epoch1")
     different = [k for k in trained if not torch.equal(trained[k], other[k])]
     assert not different, f"ranks trained different weights: {different[:5]}"
+
+
+def test_ddp_divergence_stops_every_process_with_one_line(tmp_path: Path) -> None:
+    """A NaN loss under DDP: every process stops together (a shared decision, no hang), one error line, exit 2."""
+    command = [sys.executable, "-m", "src.train", "fit", "--config", str(CONFIGS / "cnn.yaml"), *DDP, *FAST,
+               "--model.optimizer.lr=1e8", "--trainer.max_epochs=1", "--trainer.limit_train_batches=4"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("LOCAL_RANK", None)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(errors) == 1 and "train/loss is nan" in errors[0] and "--model.optimizer.lr 1e+08" in errors[0]
+    assert not list(tmp_path.rglob("*.ckpt")), "no checkpoint of NaN weights"
