@@ -230,7 +230,10 @@ class ClassifierCLI(LightningCLI):
         return trainer
 
     def after_instantiate_classes(self) -> None:
-        """A checkpoint only fits data with the same classes; say so instead of failing on tensor shapes."""
+        """A checkpoint only fits data with the same classes; say so instead of failing on tensor shapes. A
+        schedule spanning the run needs the run to end."""
+        if self.subcommand == "fit" and isinstance(self.model, ImageClassifier):
+            self.model.check_run_length(self.trainer.max_epochs, self.trainer.max_steps)
         data: LightningDataModule = self.datamodule
         trained = (self._ckpt_hparams or {}).get("class_names")
         if data.class_names is None or trained is None:  # files to predict on: the checkpoint brings the classes

@@ -35,9 +35,16 @@ def test_every_model_config_trains_a_few_batches(run_cli, config: str, tmp_path:
     assert all(p.is_file() for p in best_and_last(run_dir))
 
 
+@pytest.mark.parametrize("model_config", ["cnn.yaml", "fast.yaml", "resnet.yaml"])
 @pytest.mark.parametrize("data_config", DATA_CONFIGS)
 def test_every_data_config_trains_a_few_batches(
-    run_cli, data_config: str, fake_fashion_mnist: Path, fake_cifar10: Path, image_folder: Path, array_file: Path
+    run_cli,
+    data_config: str,
+    model_config: str,
+    fake_fashion_mnist: Path,
+    fake_cifar10: Path,
+    image_folder: Path,
+    array_file: Path,
 ) -> None:
     where = {  # offline stand-ins generated in tmp_path
         "cifar10.yaml": f"--data.data_dir={fake_cifar10}",
@@ -47,7 +54,7 @@ def test_every_data_config_trains_a_few_batches(
         "arrays.yaml": f"--data.path={array_file}",
     }
     cli = run_cli(
-        "fit", "cnn.yaml", "--data", str(CONFIGS / "data" / data_config),
+        "fit", model_config, "--data", str(CONFIGS / "data" / data_config),
         *([where[data_config]] if data_config in where else []), "--data.batch_size=8", *SHORT,
     )  # fmt: skip
     assert cli.trainer.global_step == 3
@@ -65,7 +72,8 @@ def test_print_config_round_trips(config: str, capsys: pytest.CaptureFixture) ->
         cli_main(["fit", "--config", str(CONFIGS / config), "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["scheduler"]["class_path"] == "torch.optim.lr_scheduler.MultiStepLR"
+    scheduler = yaml.safe_load((CONFIGS / config).read_text())["model"]["scheduler"]["class_path"]
+    assert printed["model"]["scheduler"]["class_path"] == scheduler
     assert printed["data"]["class_path"] == "src.data.DigitsDataModule"
     assert printed["checkpoint"]["monitor"] == "val/acc"
     assert printed["trainer"]["accelerator"] == "auto"

@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from src.models import FullyConnected, LeNet5, SimpleCNN
+from src.models import FullyConnected, LeNet5, ResNet, SimpleCNN
 from src.models.init import init_weights
 
-SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
+SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 64, 64)]
 
 
-@pytest.mark.parametrize("network", [FullyConnected, SimpleCNN, LeNet5])
+@pytest.mark.parametrize("network", [FullyConnected, SimpleCNN, LeNet5, ResNet])
 @pytest.mark.parametrize("input_shape", SHAPES)
 def test_logits_shape_for_every_input_size(network: type[nn.Module], input_shape: tuple[int, int, int]) -> None:
     net = network(input_shape, 7)
@@ -56,3 +56,16 @@ def test_init_schemes_reinitialise_weights_and_zero_biases(scheme: str) -> None:
 def test_unknown_init_scheme_is_rejected() -> None:
     with pytest.raises(ValueError, match="orthogonal"):
         init_weights(SimpleCNN((1, 8, 8), 10), "orthogonal")  # type: ignore[arg-type]
+
+
+def test_resnet_stages_blocks_and_pooling() -> None:
+    net = ResNet((1, 8, 8), 10, widths=(8, 16, 32), blocks=(0, 1, 2))
+    residual = [m for m in net.modules() if type(m).__name__ == "ResidualBlock"]
+    assert len(residual) == 3
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net.modules()) == 3  # 8 -> 4 -> 2 -> 1
+    assert net.features(torch.zeros(2, 1, 8, 8)).shape == (2, 32, 1, 1)
+    # Global pooling: the head's input no longer depends on the image size.
+    pooled = [ResNet(shape, 10, widths=(8, 16), blocks=(0, 1), global_pool=True) for shape in SHAPES]
+    assert {n.classifier[-1].in_features for n in pooled} == {16}
+    with pytest.raises(ValueError, match="one entry per stage"):
+        ResNet((1, 8, 8), 10, widths=(8, 16, 32), blocks=(0, 1))

@@ -50,8 +50,12 @@ class TensorImages(TensorDataset):
     """
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(indices)
+        index = torch.as_tensor(indices, device=self.tensors[0].device)  # on the GPU when the images are there
         return tuple(tensor[index] for tensor in self.tensors)
+
+    def to(self, device: torch.device) -> "TensorImages":
+        """The same images and labels on ``device`` (one copy of the whole split)."""
+        return TensorImages(*(tensor.to(device) for tensor in self.tensors))
 
 
 def whole_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -88,6 +92,7 @@ class ImageDataModule(LightningDataModule):
         random_crop_padding: int = 0,
         random_hflip: bool = False,
         random_rotation: float = 0.0,
+        data_on_device: bool | None = None,
     ) -> None:
         """
         Args:
@@ -103,6 +108,9 @@ class ImageDataModule(LightningDataModule):
                 a random offset (``v2.RandomCrop(size, padding)``); 0 = off. CIFAR-10 uses 4.
             random_hflip: training augmentation: mirror half of the images left-right. Off for digits.
             random_rotation: training augmentation: rotate by a random angle in [-d, d] degrees; 0 = off.
+            data_on_device: keep in-memory splits on the training device (one copy up front; batches are indexed
+                and augmented there, no host-to-device copy per batch). ``None`` = on a GPU (or other accelerator)
+                when the splits are in memory; streamed datasets always stay on the host.
         """
         super().__init__()
         check_loader_args(batch_size, num_workers)
@@ -121,6 +129,8 @@ class ImageDataModule(LightningDataModule):
         self.val_split = val_split
         self.seed = seed
         self.augment = BatchAugment(random_crop_padding, random_hflip, random_rotation)
+        self.data_on_device = data_on_device
+        self._on_device: dict[int, tuple] = {}  # id(host split) -> (host split, its copy on the training device)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -166,6 +176,7 @@ class ImageDataModule(LightningDataModule):
         ``DistributedSampler``, the same per-epoch shuffle on every rank (seeded by the global seed and the epoch).
         """
         assert dataset is not None, "setup() has not built this split"
+        dataset = self._device_copy(dataset)
         workers = self.workers(dataset)
         # Auto: keep workers only where starting them is slow (spawn/forkserver). A persistent iterator skips the
         # per-epoch seed draw every other loader makes, so from epoch 2 on the shuffle and dropout would differ
@@ -180,6 +191,7 @@ class ImageDataModule(LightningDataModule):
                 dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
             )
         in_memory = isinstance(dataset, TensorImages)
+        on_device = in_memory and dataset.tensors[0].device.type != "cpu"
         if in_memory and workers == 0:  # deliberate: Lightning's "not many workers" hint is about per-sample loading
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         return DataLoader(
@@ -189,9 +201,22 @@ class ImageDataModule(LightningDataModule):
             sampler=sampler,
             collate_fn=whole_batch if in_memory else None,
             num_workers=workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self.pin_memory and not on_device,
             persistent_workers=persistent,
         )
+
+    def _device_copy(self, dataset: Dataset) -> Dataset:
+        """An in-memory split moved to the training device once (see ``data_on_device``); else ``dataset``."""
+        trainer = self.trainer
+        if not isinstance(dataset, TensorImages) or trainer is None or self.data_on_device is False:
+            return dataset
+        device = trainer.strategy.root_device
+        if device.type == "cpu":
+            return dataset
+        host, copy = self._on_device.get(id(dataset), (None, None))
+        if host is not dataset or copy.tensors[0].device != device:
+            host, copy = self._on_device[id(dataset)] = (dataset, dataset.to(device))
+        return copy
 
     def train_dataloader(self) -> DataLoader:
         """The only shuffled loader: evaluation order stays fixed."""

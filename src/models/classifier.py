@@ -4,6 +4,7 @@ Networks only map images to logits; everything about *training* them lives here,
 """
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -45,6 +46,12 @@ class ImageClassifier(LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         lr_multipliers: dict[str, float] | None = None,
         init: InitScheme = "default",
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        label_smoothing: float = 0.0,
+        decay_norms_and_biases: bool = True,
+        channels_last: bool = False,
+        compile: bool = False,
+        tta_hflip: bool = False,
     ) -> None:
         """
         Args:
@@ -59,6 +66,16 @@ class ImageClassifier(LightningModule):
             lr_multipliers: per-layer learning rates: parameter-name prefix (e.g. ``features``) -> factor applied
                 to the optimiser's lr for the parameters under it. Each prefix becomes a named parameter group.
             init: weight initialisation of the network: ``default`` (PyTorch's), ``kaiming`` or ``xavier``.
+            scheduler_interval: step the scheduler after every ``epoch`` (MultiStepLR milestones are epochs) or every
+                optimiser ``step`` (OneCycleLR). A scheduler with a ``total_steps`` argument left empty (OneCycleLR:
+                warm-up, then cosine or linear decay) gets the run's length from the trainer, in those units.
+            label_smoothing: target probability moved from the true class to all classes (0 = classic one-hot).
+            decay_norms_and_biases: apply the optimiser's ``weight_decay`` to BatchNorm weights and biases too
+                (classic). False puts every 1-D parameter in a group without weight decay (modern recipes).
+            channels_last: store conv weights and activations as NHWC, usually faster convolutions on CPU and GPU.
+            compile: ``torch.compile`` the network (first batches slower while it compiles).
+            tta_hflip: test-time augmentation: in evaluation (val, test, predict), average the logits of each image
+                and its mirror image. Pays off only for data trained with ``--data.random_hflip true``.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -72,9 +89,17 @@ class ImageClassifier(LightningModule):
         self.preprocess = Preprocess(spec)
         # A pretrained backbone keeps its weights: only a new head is (re)initialised.
         init_weights(self.net.head if hasattr(self.net, "backbone") else self.net, init)
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if compile:
+            self.net.compile()  # in place: parameter names, and so checkpoints, stay those of the plain network
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.criterion = nn.NLLLoss() if loss == "nll" else nn.CrossEntropyLoss()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise UserError(f"--model.label_smoothing {label_smoothing} must be in [0, 1), e.g. 0.1 (0 = off)")
+        # On log-probabilities (the nll head) cross-entropy equals NLL, so smoothing works for both heads.
+        plain_nll = loss == "nll" and not label_smoothing
+        self.criterion = nn.NLLLoss() if plain_nll else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(2, *input_shape)
         self._param_groups()  # a bad lr_multipliers prefix fails here, before any run directory exists
         self._check_optimizer_arguments()
@@ -103,7 +128,12 @@ class ImageClassifier(LightningModule):
     def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Logits (log-probabilities when ``loss='nll'``) of uint8 or [0, 1] float images of any channel count
         and size (a batch, or a list of images of different sizes)."""
-        out = self.net(self.preprocess(x))  # uint8 batches travel as bytes (4x less) and are converted here
+        x = self.preprocess(x)  # uint8 batches travel as bytes (4x less) and are converted here
+        if self.hparams.get("channels_last"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.net(x)
+        if self.hparams.get("tta_hflip") and not self.training:
+            out = (out + self.net(x.flip(-1))) / 2
         return F.log_softmax(out, dim=1) if self.hparams.loss == "nll" else out
 
     @property
@@ -234,10 +264,38 @@ class ImageClassifier(LightningModule):
             group["lr"] *= group.pop("lr_multiplier", 1.0)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
+        interval = self.hparams.get("scheduler_interval", "epoch")
+        steps = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+        scheduler = self._scheduler(optimizer, int(steps) if steps is not None and math.isfinite(steps) else 0)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "monitor": "val/loss"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": "val/loss"},
         }
+
+    @property
+    def scheduler_spans_run(self) -> bool:
+        """Whether the scheduler's length (``total_steps`` left empty, as OneCycleLR allows) comes from the run."""
+        keywords = getattr(self.scheduler_factory, "keywords", {})  # jsonargparse hands a partial of the init_args
+        return "total_steps" in keywords and keywords["total_steps"] is None and keywords.get("epochs") is None
+
+    def check_run_length(self, max_epochs: int | None, max_steps: int) -> None:
+        """A scheduler spanning the run needs a finite one: refuse an endless run before anything is written."""
+        interval = self.hparams.get("scheduler_interval", "epoch")
+        finite = (max_epochs or 0) > 0 or (interval == "step" and max_steps > 0)
+        if self.scheduler_spans_run and not finite:
+            raise UserError(
+                f"--model.scheduler spans the whole run (total_steps is empty) but --trainer.max_epochs {max_epochs} "
+                f"and --trainer.max_steps {max_steps} set no end: set --trainer.max_epochs (or max_steps, with "
+                "--model.scheduler_interval step), or give --model.scheduler.total_steps"
+            )
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+        """The configured scheduler; one that spans the run (OneCycleLR) gets ``total_steps``."""
+        if self.scheduler_spans_run:
+            if total_steps < 1:
+                self.check_run_length(-1, -1)
+            return self.scheduler_factory(optimizer, total_steps=total_steps)
+        return self.scheduler_factory(optimizer)
 
     def _check_optimizer_arguments(self) -> None:
         """Build the optimiser and scheduler once on a stand-in parameter: a bad argument (``lr: -1``, a
@@ -245,7 +303,7 @@ class ImageClassifier(LightningModule):
         try:
             optimizer = self.optimizer_factory([nn.Parameter(torch.zeros(1))])
             if self.scheduler_factory is not None:
-                self.scheduler_factory(optimizer)
+                self._scheduler(optimizer, total_steps=100)
         except (ValueError, TypeError) as err:
             raise UserError(f"--model.optimizer / --model.scheduler: {err}") from None
 
@@ -262,10 +320,16 @@ class ImageClassifier(LightningModule):
             parts = [n.split(".")[:-1] for n, _ in self.net.named_parameters()]
             names = sorted({".".join(p[:i]) for p in parts for i in range(1, len(p) + 1)})
             raise UserError(f"--model.lr_multipliers: prefix {unused} matches no parameter; use one of {names}")
-        if not multipliers:  # one unnamed group: LearningRateMonitor logs plain ``lr-<Optimizer>``
-            return [{"params": groups["default"]}]
-        return [
-            {"params": params, "name": prefix, "lr_multiplier": multipliers.get(prefix, 1.0)}
-            for prefix, params in groups.items()
-            if params
-        ]
+        if not multipliers and self.hparams.get("decay_norms_and_biases", True):
+            return [{"params": groups["default"]}]  # one unnamed group: LearningRateMonitor logs ``lr-<Optimizer>``
+        out = []
+        for prefix, params in groups.items():
+            group = {"name": prefix, "lr_multiplier": multipliers.get(prefix, 1.0)}
+            if self.hparams.get("decay_norms_and_biases", True):
+                out.append({"params": params, **group})
+                continue
+            # BatchNorm weights, biases (every 1-D tensor) are not decayed: shrinking them only fights the norm.
+            decayed, kept = [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
+            out.append({"params": decayed, **group})
+            out.append({"params": kept, **group, "name": f"{prefix}/no_decay", "weight_decay": 0.0})
+        return [g for g in out if g["params"]]
