@@ -2,8 +2,9 @@
 
 1. Data time per epoch: the template's in-memory fast path (decoded once, one tensor index per batch, batch
    normalisation) vs the classic ``torchvision.datasets.FashionMNIST`` + ``ToTensor`` + ``Normalize`` + DataLoader.
-2. One training epoch of ``configs/cnn.yaml`` through the template (LightningCLI, Trainer, metrics, logging) vs a
-   plain PyTorch loop: same network, initialisation, batch size, optimiser and pre-loaded tensors.
+2. One training epoch of ``configs/cnn.yaml`` and ``configs/fc.yaml`` through the template (LightningCLI, Trainer,
+   metrics, logging) vs a plain PyTorch loop: same network, initialisation, batch size, optimiser and pre-loaded
+   tensors. The FC net is the tight case: little compute per step, so any per-step overhead shows.
 
     python -m benchmarks.fashion_mnist --data-dir ../shared/datasets
 """
@@ -13,14 +14,17 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
-from lightning import Callback
+import torch.nn.functional as F
+from lightning import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.transforms import v2
 
 from src.data import FashionMNISTDataModule
+from src.data.base import whole_batch
 from src.train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,21 +51,21 @@ def data_epoch_template(dm: FashionMNISTDataModule) -> tuple[float, int]:
 
 
 class EpochTimer(Callback):
-    """Wall time of the training epoch (first epoch start to its end), as the plain loop measures it."""
+    """Wall and CPU time of the training epoch (first epoch start to its end), as the plain loop measures them."""
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.start = time.perf_counter()
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.seconds = time.perf_counter() - self.start
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.seconds, self.cpu = time.perf_counter() - self.start, time.process_time() - self.cpu_start
 
 
-def _template(data_dir: Path, run_dir: str, *overrides: str):
-    """``configs/cnn.yaml`` on Fashion-MNIST, built by the template's CLI without running anything."""
+def _template(config: str, data_dir: Path, run_dir: str, *overrides: str) -> Any:
+    """``configs/<config>`` on Fashion-MNIST, built by the template's CLI without running anything."""
     configs = ROOT / "configs"
     return cli_main(
         [
-            "--config", str(configs / "cnn.yaml"), "--data", str(configs / "data" / "fashion_mnist.yaml"),
+            "--config", str(configs / config), "--data", str(configs / "data" / "fashion_mnist.yaml"),
             f"--data.data_dir={data_dir}", f"--trainer.logger.init_args.save_dir={run_dir}",
             f"--trainer.default_root_dir={run_dir}", *overrides,
         ],
@@ -69,47 +73,146 @@ def _template(data_dir: Path, run_dir: str, *overrides: str):
     )  # fmt: skip
 
 
-def train_epoch_template(data_dir: Path, run_dir: str) -> tuple[float, torch.nn.Module, FashionMNISTDataModule]:
-    """One epoch through the template: its config, callbacks, metrics and TensorBoard logging (no validation)."""
+class Side(NamedTuple):
+    """One side's time for one epoch: wall-clock seconds and CPU seconds (all threads) of this process."""
+
+    seconds: float
+    cpu: float
+
+
+class Setup(NamedTuple):
+    """What every side trains: the template's network, its initial weights, data module and learning rate."""
+
+    net: torch.nn.Module
+    initial: dict[str, torch.Tensor]
+    dm: FashionMNISTDataModule
+    lr: float
+
+
+def _setup(cli: Any) -> Setup:
+    """The network and data a CLI built, the weights it starts from and the learning rate its config gives."""
+    initial = {k: v.clone() for k, v in cli.model.net.state_dict().items()}
+    lr = float(cli.config["model"]["optimizer"]["init_args"]["lr"])
+    return Setup(cli.model.net, initial, cli.datamodule, lr)
+
+
+def train_epoch_template(config: str, data_dir: Path, run_dir: str, progress_bar: bool = False) -> tuple[Side, Setup]:
+    """One epoch through the template: its config, callbacks, metrics and TensorBoard logging (no validation).
+
+    Returns its time and the setup, the network reset to its initial weights, for the other sides to train.
+    """
     cli = _template(
-        data_dir, run_dir, "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        config, data_dir, run_dir, "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
+        f"--trainer.enable_progress_bar={str(progress_bar).lower()}", "--trainer.enable_model_summary=false",
     )  # fmt: skip
     timer = EpochTimer()
     cli.trainer.callbacks.insert(0, timer)
-    initial = {k: v.clone() for k, v in cli.model.net.state_dict().items()}
+    setup = _setup(cli)
     cli.trainer.fit(cli.model, cli.datamodule)
-    cli.model.net.load_state_dict(initial)  # the plain loop starts from the same weights
-    return timer.seconds, cli.model.net, cli.datamodule
+    cli.model.net.load_state_dict(setup.initial)  # the other sides start from the same weights
+    return Side(timer.seconds, timer.cpu), setup
 
 
-def _fresh_net(data_dir: Path, run_dir: str) -> tuple[torch.nn.Module, FashionMNISTDataModule]:
-    """The template's initial network and data, without training (for running the plain loop first)."""
-    cli = _template(data_dir, run_dir)
+def _fresh_setup(config: str, data_dir: Path, run_dir: str) -> Setup:
+    """The template's initial network and data, without training (for running another side first)."""
+    cli = _template(config, data_dir, run_dir)
     cli.datamodule.setup("fit")
-    return cli.model.net, cli.datamodule
+    return _setup(cli)
 
 
-def train_epoch_plain(net: torch.nn.Module, dm: FashionMNISTDataModule, batch_size: int = 64) -> float:
+def train_epoch_plain(setup: Setup) -> Side:
     """The same epoch by hand: shuffle, scale the uint8 images, normalise, forward, cross-entropy, backward, Adam."""
+    net, _, dm, lr = setup
+    net.load_state_dict(setup.initial)
     images, labels = dm.train_set.tensors
     normalize = v2.Normalize(dm.mean, dm.std)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     net.train()
-    start = time.perf_counter()
-    for batch in torch.randperm(len(labels)).split(batch_size):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for batch in torch.randperm(len(labels)).split(dm.batch_size):
         optimizer.zero_grad()
         loss = loss_fn(net(normalize(v2.functional.to_dtype(images[batch], torch.float32, scale=True))), labels[batch])
         loss.backward()
         optimizer.step()
-    return time.perf_counter() - start
+    return Side(time.perf_counter() - start, time.process_time() - cpu_start)
+
+
+class BareModule(LightningModule):
+    """The plain loop's step as a minimal LightningModule: no metrics, no logging, no preprocessing module."""
+
+    def __init__(self, setup: Setup) -> None:
+        super().__init__()
+        self.net, self.lr = setup.net, setup.lr
+        self.normalize = v2.Normalize(setup.dm.mean, setup.dm.std)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        pixels = v2.functional.to_dtype(images, torch.float32, scale=True)
+        return F.cross_entropy(self.net(self.normalize(pixels)), labels)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+
+
+def train_epoch_lightning(setup: Setup, run_dir: str) -> Side:
+    """The floor under any Lightning template: the plain step in a bare ``Trainer`` (no logger, callbacks, metrics,
+    checkpoints or progress bar), batches from the same in-memory tensors."""
+    setup.net.load_state_dict(setup.initial)
+    loader = DataLoader(setup.dm.train_set, batch_size=setup.dm.batch_size, shuffle=True, collate_fn=whole_batch)
+    timer = EpochTimer()
+    trainer = Trainer(
+        max_epochs=1, logger=False, callbacks=[timer], enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=run_dir,
+    )  # fmt: skip
+    trainer.fit(BareModule(setup), loader)
+    setup.net.load_state_dict(setup.initial)
+    return Side(timer.seconds, timer.cpu)
+
+
+def per_epoch_ratio(config: str, data_dir: Path, repeats: int = 3, lightning_floor: bool = False) -> dict[str, Any]:
+    """One training epoch of ``configs/<config>`` through the template vs the plain loop (and, with
+    ``lightning_floor``, a bare Lightning ``Trainer``), best of ``repeats`` each, alternating which side runs first:
+    same network object and initial weights, batch size, Adam lr and tensors."""
+    runs: dict[str, list[Side]] = {"template": [], "plain": [], "lightning": []}
+    for repeat in range(repeats):
+        with tempfile.TemporaryDirectory() as run_dir:
+            if repeat % 2:  # alternate which side runs first, so neither always gets the warmer machine
+                setup = _fresh_setup(config, data_dir, run_dir)
+                if lightning_floor:
+                    runs["lightning"].append(train_epoch_lightning(setup, run_dir))
+                runs["plain"].append(train_epoch_plain(setup))
+            side, setup = train_epoch_template(config, data_dir, run_dir)
+            runs["template"].append(side)
+            if not repeat % 2:
+                runs["plain"].append(train_epoch_plain(setup))
+                if lightning_floor:
+                    runs["lightning"].append(train_epoch_lightning(setup, run_dir))
+    result: dict[str, Any] = {"config": config, "images": len(setup.dm.train_set), "repeats": repeats}
+    for name, sides in runs.items():
+        if sides:
+            result[f"{name}_s"] = min(s.seconds for s in sides)
+            result[f"{name}_cpu_s"] = min(s.cpu for s in sides)
+            result[f"{name}_runs"] = [round(s.seconds, 3) for s in sides]
+    result["ratio"] = result["template_s"] / result["plain_s"]
+    result["cpu_ratio"] = result["template_cpu_s"] / result["plain_cpu_s"]
+    return result
+
+
+def per_epoch_row(result: dict[str, Any]) -> str:
+    """A README table row for ``per_epoch_ratio``'s result (the bare Lightning floor in brackets, if measured)."""
+    floor = f" (bare Lightning: {result['lightning_s']:.2f} s)" if "lightning_s" in result else ""
+    return (
+        f"| one training epoch, {result['config']} ({result['images'] // 1000}k images) | {result['plain_s']:.2f} s "
+        f"| {result['template_s']:.2f} s{floor} | **{result['ratio']:.3f}** (CPU time {result['cpu_ratio']:.3f}) |"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--repeats", type=int, default=3, help="best of N for each side, alternating the order")
+    parser.add_argument("--configs", nargs="+", default=["cnn.yaml", "fc.yaml"], help="model configs to train")
     args = parser.parse_args()
 
     dm = FashionMNISTDataModule(data_dir=str(args.data_dir))
@@ -121,14 +224,7 @@ def main() -> None:
     fast = min(data_epoch_template(dm) for _ in range(args.repeats))
     tv_us, fast_us = tv[0] / tv[1] * 1e6, fast[0] / fast[1] * 1e6
 
-    template_s, plain_s = [], []
-    for repeat in range(args.repeats):
-        with tempfile.TemporaryDirectory() as run_dir:
-            if repeat % 2:  # alternate which side runs first, so neither always gets the warmer machine
-                initial_plain = train_epoch_plain(*_fresh_net(args.data_dir, run_dir))
-            seconds, net, cli_dm = train_epoch_template(args.data_dir, run_dir)
-        template_s.append(seconds)
-        plain_s.append(initial_plain if repeat % 2 else train_epoch_plain(net, cli_dm))
+    epochs = [per_epoch_ratio(config, args.data_dir, args.repeats, config == "fc.yaml") for config in args.configs]
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.repeats}")
     print("| measurement | plain / torchvision | template | ratio |")
@@ -137,10 +233,8 @@ def main() -> None:
         f"| data time per epoch (60k images) | {tv_us * 60000 / 1e6:.2f} s | {fast_us * 60000 / 1e6:.3f} s "
         f"(+ {decode:.1f} s decode once) | **{tv_us / fast_us:.0f}x faster** |"
     )
-    print(
-        f"| one training epoch, cnn.yaml (54k images) | {min(plain_s):.1f} s | {min(template_s):.1f} s "
-        f"| **{min(template_s) / min(plain_s):.3f}** |"
-    )
+    for result in epochs:
+        print(per_epoch_row(result))
 
 
 if __name__ == "__main__":

@@ -209,7 +209,7 @@ def test_input_pipeline_follows_the_weights_metadata() -> None:
     resized = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
     for c in range(3):
         expected = (resized[:, 0] - reference.mean[c]) / reference.std[c]
-        assert torch.allclose(adapted[:, c], expected, atol=1e-6)
+        assert torch.allclose(adapted[:, c], expected, atol=1e-5)
     small = ImageClassifier(list("abc"), (1, 8, 8), network=partial(TransferNet, weights=None, input_size=48))
     assert small.preprocess(x).shape == (2, 3, 48, 48)
 

@@ -83,8 +83,10 @@ class Dashboard(Callback):
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         """The first batch of a run, after augmentation (this hook sees the batch on the device, augmented)."""
+        if self.samples == 0 or batch_idx != 0 or trainer.global_step != 0:  # every step: the cheap tests first
+            return
         experiment = self._experiment(trainer)
-        if experiment is None or self.samples == 0 or trainer.global_step != 0 or batch_idx != 0:
+        if experiment is None:
             return
         images, labels = batch[0][: self.samples], batch[1][: self.samples]
         names = [pl_module.class_names[i] for i in labels.tolist()]

@@ -29,20 +29,33 @@ def confusion_figure(confusion: torch.Tensor, class_names: Sequence[str], title:
 
 
 def image_grid_figure(images: torch.Tensor, captions: Sequence[str], title: str, columns: int = 8) -> Figure:
-    """[0, 1] float images (N, C, H, W), grey or RGB, each with its caption (e.g. class names)."""
+    """[0, 1] float images (N, C, H, W), grey or RGB, each with its caption (e.g. class names), in a grid.
+
+    One Axes showing one mosaic of all the images, captions as text: an Axes per image (ticks, spines, a layout
+    pass) made the 32 training samples, drawn before the first training step, cost ~1 s; this takes ~0.2 s.
+    """
     n = len(images)
     columns = min(columns, n)
     rows = -(-n // columns)
-    fig = Figure(figsize=(1.6 * columns, 1.9 * rows + 0.4), dpi=100)
-    axes = fig.subplots(rows, columns, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, caption in zip(axes.flat, images.float().clamp(0, 1).cpu(), captions, strict=False):
-        if image.shape[0] == 1:
-            ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
-        else:
-            ax.imshow(image.permute(1, 2, 0).numpy())
-        ax.set_title(caption, fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    width, height = 1.6 * columns, 1.9 * rows + 0.4  # inches: a 1.6 x 1.9 cell per image, 0.4 for the title
+    pixels = images.detach().float().clamp(0, 1).cpu()
+    h, w = pixels.shape[-2:]
+    ppi = max(h, w) / 1.45  # mosaic pixels per inch: each image's longer side spans 1.45 inches
+    lines = max((caption.count("\n") + 1 for caption in captions), default=1)
+    caption_height = 0.14 * lines + 0.08  # inches above each image
+    mosaic = torch.ones(pixels.shape[1], round(height * ppi), round(width * ppi))  # white background
+    fig = Figure(figsize=(width, height), dpi=100)  # not pyplot's: no window, no global figure list
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.set_axis_off()
+    for i, (image, caption) in enumerate(zip(pixels, captions, strict=False)):
+        row, column = divmod(i, columns)
+        center, top = 1.6 * column + 0.8, 0.4 + 1.9 * row + caption_height  # inches from the top left
+        y, x = round(top * ppi), round(center * ppi - w / 2)
+        mosaic[:, y : y + h, x : x + w] = image
+        ax.text(center, top - 0.03, caption, ha="center", va="bottom", fontsize=7)
+    grey = mosaic.shape[0] == 1
+    ax.imshow((mosaic[0] if grey else mosaic.permute(1, 2, 0)).numpy(), cmap="gray", vmin=0, vmax=1,
+              extent=(0, width, height, 0), aspect="auto")  # fmt: skip
+    ax.set(xlim=(0, width), ylim=(height, 0))
+    ax.text(width / 2, 0.22, title, ha="center", va="center", fontsize=9)
     return fig

@@ -3,7 +3,6 @@
 from typing import Any
 
 import torch
-from sklearn.datasets import load_digits
 
 from src.data.base import ImageDataModule, check_fraction
 
@@ -26,6 +25,8 @@ class DigitsDataModule(ImageDataModule):
         self.test_split = test_split
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        from sklearn.datasets import load_digits  # imported here: ~0.2 s that only the digits need
+
         digits = load_digits()
         # 0..16 intensities -> uint8 0..255, like every other image source.
         images = (torch.from_numpy(digits.images) * (255 / 16)).round().to(torch.uint8).unsqueeze(1)

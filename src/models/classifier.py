@@ -265,8 +265,11 @@ class ImageClassifier(LightningModule):
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         interval = self.hparams.get("scheduler_interval", "epoch")
-        steps = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
-        scheduler = self._scheduler(optimizer, int(steps) if steps is not None and math.isfinite(steps) else 0)
+        steps = 0
+        if self.scheduler_spans_run:  # only then is the run's length needed (and a trainer attached)
+            steps = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+            steps = int(steps) if steps is not None and math.isfinite(steps) else 0
+        scheduler = self._scheduler(optimizer, steps)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": "val/loss"},
