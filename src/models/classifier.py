@@ -40,7 +40,7 @@ class ImageClassifier(LightningModule):
         input_shape: tuple[int, int, int],
         input_mean: Sequence[float] = (0.0,),
         input_std: Sequence[float] = (1.0,),
-        network: NetworkFactory = SimpleCNN,
+        network: NetworkFactory | None = None,
         loss: Literal["cross_entropy", "nll"] = "cross_entropy",
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
@@ -59,7 +59,9 @@ class ImageClassifier(LightningModule):
             input_shape: (channels, height, width) of one image (linked from the data module).
             input_mean: per-channel mean of the [0, 1] training images, used to normalise (linked from the data).
             input_std: per-channel standard deviation, likewise.
-            network: network class, called as ``network(input_shape, num_classes, **its YAML init_args)``.
+            network: network class, called as ``network(input_shape, num_classes, **its YAML init_args)``;
+                ``SimpleCNN`` when empty. (Empty rather than ``SimpleCNN`` by default: jsonargparse would carry the
+                default class's arguments, e.g. its dropout 0.25, into any other network class a config names.)
             loss: ``cross_entropy`` on logits, or ``nll`` on a log-softmax head (same optimum, the classic pairing).
             optimizer: optimiser class and its arguments, e.g. Adam, SGD (momentum), AdamW, Adadelta.
             scheduler: learning-rate scheduler class and its arguments (the configs use MultiStepLR); none = constant.
@@ -81,7 +83,7 @@ class ImageClassifier(LightningModule):
         self.save_hyperparameters()
         self.class_names = list(class_names)
         num_classes = len(self.class_names)
-        self.net = network(tuple(input_shape), num_classes)
+        self.net = (network or SimpleCNN)(tuple(input_shape), num_classes)
         # The one input pipeline: to the network's channels, size and statistics. Pretrained backbones declare
         # their own (``input_spec``: the weights' size and statistics); other networks get the data's.
         channels, height, width = input_shape
