@@ -105,9 +105,14 @@ def seed_tutorial(data_dir: Path, max_epochs: int, budget_s: float, start: float
             x = self.pool(F.relu(self.conv2(x)))
             return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x.view(-1, 16 * 4 * 4))))))
 
+    from src.data import FashionMNISTDataModule
+
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), download=False)
+    dm.prepare_data()  # torchvision reads the extracted idx files: the template extracts them once (from the .gz)
+    root = str(dm._root())
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
-    train = torchvision.datasets.FashionMNIST(str(data_dir), train=True, transform=transform)
-    test = torchvision.datasets.FashionMNIST(str(data_dir), train=False, transform=transform)
+    train = torchvision.datasets.FashionMNIST(root, train=True, transform=transform)
+    test = torchvision.datasets.FashionMNIST(root, train=False, transform=transform)
     loader = torch.utils.data.DataLoader(train, batch_size=4, shuffle=True)
     model = GarmentClassifier()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
