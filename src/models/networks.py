@@ -170,8 +170,8 @@ class ResNet(nn.Module):
 
     BatchNorm everywhere is what lets it train fast at large learning rates (OneCycle). Each stage halves the
     size while it is 2 px or more, so 8x8 digits, 28x28 Fashion-MNIST, 32x32 CIFAR-10 and 64x64 images all work.
-    ``blocks: [0, 0, 0]`` is a plain three-layer conv-BN net (``configs/fast.yaml``); ``[0, 1, 1]`` with wider
-    stages is a ResNet-9-like net (``configs/resnet.yaml``).
+    ``blocks: [0, 0, 0]`` is a plain three-layer conv-BN net (``configs/fast.yaml``, and wider ``configs/resnet.yaml``);
+    ``[0, 1, 1]`` with widths (32, 64, 128) is a ResNet-9-like net.
     """
 
     def __init__(
