@@ -321,4 +321,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> ClassifierCLI:
 
 
 if __name__ == "__main__":
-    cli_main()
+    try:
+        cli_main()
+    finally:  # DDP: shut the process group down before exit (left to exit, gloo's threads may abort the process)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
