@@ -1,4 +1,5 @@
-"""Command-line entry point: ``python -m src.train {fit,validate,test,predict} --config configs/<model>.yaml``.
+"""Command-line entry point: ``python -m src.train {fit,validate,test,predict,lr_find} --config configs/<model>.yaml``
+and ``python -m src.train export --ckpt_path CKPT`` (ONNX and torch.export files of a trained checkpoint).
 
 Everything is a LightningCLI argument, so ``--print_config`` shows every knob and any of them can be overridden
 on the command line (``--model.optimizer.lr 0.01``, ``--trainer.max_epochs 3``, ``--data.batch_size 128``).
@@ -26,6 +27,10 @@ from src.checkpoint_io import AtomicCheckpointIO
 from src.errors import UserError
 from src.loggers import TensorBoardLogger, readable_hparams
 from src.models import ImageClassifier, TransferFinetuning
+from src.trainer import ClassifierTrainer
+
+#: LightningCLI's subcommands plus the Trainer subclass's: each one's arguments not taken from the config.
+SUBCOMMANDS = {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
 
 #: Model arguments that come from the data when training from scratch, and from the checkpoint otherwise.
 LINKED = {"class_names": "class_names", "input_shape": "input_shape", "mean": "input_mean", "std": "input_std"}
@@ -76,15 +81,14 @@ class ClassifierCLI(LightningCLI):
         argv = sys.argv[1:] if argv is None else argv
         first = argv[0] if isinstance(argv, (list, tuple)) and argv else None
         #: The subcommand named first on the command line (``fit ...``), the only one whose parser is built.
-        self._requested = first if first in LightningCLI.subcommands() else None
+        self._requested = first if first in SUBCOMMANDS else None
         super().__init__(*args, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
         """Only the subcommand being run: each one's parser holds every Trainer, model, data and callback argument
-        (building all four took ~0.7 s of every start, one ~0.3 s). All four when none is named first (``--help``,
-        ``--config`` before the subcommand)."""
-        every = LightningCLI.subcommands()
-        return {self._requested: every[self._requested]} if self._requested else every
+        (building all four took ~0.7 s of every start, one ~0.3 s). All of them when none is named first
+        (``--help``, ``--config`` before the subcommand)."""
+        return {self._requested: SUBCOMMANDS[self._requested]} if self._requested else SUBCOMMANDS
 
     def _linked(self, attribute: str, data: LightningDataModule) -> Any:
         """A linked model argument: the checkpoint's value when one is loaded (a checkpoint is the model: its
@@ -289,16 +293,23 @@ class ClassifierCLI(LightningCLI):
         print(f"run directory: {run_dir}")
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> ClassifierCLI:
+def cli_main(args: list[str] | None = None, run: bool = True) -> ClassifierCLI | None:
     """Run the CLI (``args`` instead of ``sys.argv`` for tests); user mistakes exit 2 with one clear line.
 
     ``run=False`` only builds the model, data module and trainer from the config (no subcommand), e.g. for
     benchmarks or notebooks that want to call ``cli.trainer.fit(cli.model, cli.datamodule)`` themselves.
     """
+    argv = sys.argv[1:] if args is None else list(args)
     try:
+        if argv[:1] == ["export"]:  # a checkpoint in, files out: no trainer, data or config involved
+            from src.export import main as export_main
+
+            export_main(argv[1:])
+            return None
         return ClassifierCLI(
             ImageClassifier,
             LightningDataModule,
+            trainer_class=ClassifierTrainer,
             subclass_mode_data=True,
             seed_everything_default=42,
             auto_configure_optimizers=False,
