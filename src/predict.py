@@ -8,6 +8,7 @@
 Images may be file paths (a file, a folder searched recursively, a glob), PIL images, NumPy arrays or tensors
 (H x W, H x W x C or C x H x W; a 4-D array is a batch; uint8, uint16 or [0, 1] floats), of any size and channel
 count: the model's own preprocessing converts them to what it was trained on.
+``Predictor.from_onnx("logs/cnn/version_0/export")`` does the same with an ONNX export (``src.export``).
 """
 
 from collections.abc import Iterable, Sequence
@@ -79,6 +80,14 @@ class Predictor:
     def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device | None = None) -> "Predictor":
         """Load a checkpoint safely (see ``load_model``)."""
         return cls(load_model(checkpoint), device)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> "Predictor":
+        """An ONNX export (``model.onnx`` or its folder, written by ``python -m src.train export``) run by
+        onnxruntime, without the checkpoint; needs ``pip install -e '.[export]'``."""
+        from src.export import OnnxModel  # onnxruntime only when asked for
+
+        return cls(OnnxModel(path, providers), device="cpu")  # type: ignore[arg-type]  # duck-typed: see OnnxModel
 
     def _images(self, images: ImageLike | Iterable[ImageLike]) -> list[tuple[str, torch.Tensor]]:
         """(source, (C, H, W) tensor) per image; files and PIL images decoded exactly as the CLI does."""

@@ -293,8 +293,11 @@ class ClassifierCLI(LightningCLI):
         print(f"run directory: {run_dir}")
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> ClassifierCLI | None:
+def cli_main(
+    args: list[str] | None = None, run: bool = True, cli_class: type[ClassifierCLI] = ClassifierCLI
+) -> ClassifierCLI | None:
     """Run the CLI (``args`` instead of ``sys.argv`` for tests); user mistakes exit 2 with one clear line.
+    ``cli_class``: a subclass adding to every run (``src.search`` adds Optuna's pruning callback to the trainer).
 
     ``run=False`` only builds the model, data module and trainer from the config (no subcommand), e.g. for
     benchmarks or notebooks that want to call ``cli.trainer.fit(cli.model, cli.datamodule)`` themselves.
@@ -306,7 +309,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> ClassifierCLI |
 
             export_main(argv[1:])
             return None
-        return ClassifierCLI(
+        return cli_class(
             ImageClassifier,
             LightningDataModule,
             trainer_class=ClassifierTrainer,
