@@ -44,17 +44,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-import optuna
 import yaml
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-    distribution_to_json,
-)
-from optuna.trial import FrozenTrial, TrialState
-from optuna_integration import PyTorchLightningPruningCallback
+
+try:  # the `search` extra: without it, one line saying how to install it (not an import traceback)
+    import optuna
+    from optuna.distributions import (
+        BaseDistribution,
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+        distribution_to_json,
+    )
+    from optuna.trial import FrozenTrial, TrialState
+    from optuna_integration import PyTorchLightningPruningCallback
+except ModuleNotFoundError as missing:
+    print(f"error: the search needs {missing.name}: pip install -e '.[search]'", file=sys.stderr)
+    raise SystemExit(2) from None
 
 from src.errors import UserError
 from src.train import ClassifierCLI, cli_main

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytest.importorskip("optuna_integration", reason="search extra absent: pip install -e '.[search]'")
+
 from src.search import main
 from tests.conftest import CONFIGS, FAST, ROOT
 
