@@ -17,6 +17,8 @@ from src.errors import UserError
 
 #: The smoothing of Lightning's loss record (``_LRCallback(beta=0.98)``).
 BETA = 0.98
+#: The suggestion skips the first 10 batches (smoothing warm-up) and needs a slope after them.
+MIN_BATCHES = 20
 
 
 def debiased(losses: list[float]) -> list[float]:
@@ -72,6 +74,8 @@ class ClassifierTrainer(Trainer):
         """
         if not 0 < min_lr < max_lr:
             raise UserError(f"--min_lr {min_lr} and --max_lr {max_lr}: need 0 < min_lr < max_lr, e.g. 1e-8 and 1")
+        if num_training < MIN_BATCHES:
+            raise UserError(f"--num_training {num_training}: the test needs at least {MIN_BATCHES} batches, e.g. 100")
         run_dir = Path(self.log_dir or self.default_root_dir)  # on every rank: log_dir broadcasts
         # Lightning stages the model in default_root_dir (cwd by default): keep it in the run's own directory.
         self._default_root_dir = str(run_dir)

@@ -50,12 +50,22 @@ def test_lr_find_on_a_one_epoch_one_cycle_recipe_runs_every_batch(run_cli, capsy
     assert flag == "--model.scheduler.init_args.max_lr"
 
 
-def test_lr_find_refuses_an_inverted_range(run_cli, capsys) -> None:
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--min_lr", "1", "--max_lr", "0.1"],
+            "--min_lr 1.0 and --max_lr 0.1: need 0 < min_lr < max_lr, e.g. 1e-8 and 1",
+        ),
+        (["--num_training", "0"], "--num_training 0: the test needs at least 20 batches, e.g. 100"),
+    ],
+)
+def test_lr_find_refuses_bad_ranges_before_any_run_dir(run_cli, capsys, tmp_path: Path, flags, message) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("lr_find", "cnn.yaml", "--min_lr", "1", "--max_lr", "0.1")
+        run_cli("lr_find", "cnn.yaml", *flags)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: --min_lr 1.0 and --max_lr 0.1: need 0 < min_lr < max_lr, e.g. 1e-8 and 1"]
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+    assert not (tmp_path / "logs").exists()
 
 
 def test_recorded_losses_are_debiased() -> None:
