@@ -1,45 +1,35 @@
 """Hyper-parameter search with Optuna, over the same configs as the training CLI.
 
-``python -m src.search --config configs/cnn.yaml --space configs/search/cnn.yaml --trials 20 [--sampler tpe]
+``python -m src.search --config configs/cnn.yaml --space configs/search/cnn.yaml --trials 20 [--sampler tpe|random|grid]
 [any --trainer/--model/--data override]``
 
-Every trial is an ordinary ``fit``: the base arguments, plus the trial's sampled values as command-line overrides,
-run through ``src.train.cli_main``; its run directory (``config.yaml``, checkpoints, TensorBoard events) is made the
-same way. Trials are ranked by ``val/acc_best``; ``val/acc`` is reported after every epoch and
-``optuna_integration.PyTorchLightningPruningCallback`` stops a trial that falls below the median of earlier ones.
-
-Files, for a config whose logger writes ``logs/<name>/`` (study name: ``--study``, default ``<name>``)::
+Every trial is an ordinary ``fit`` through ``src.train.cli_main``: the base arguments plus the trial's values as
+overrides, with a run directory like any fit's. Trials are ranked by ``val/acc_best``; ``val/acc`` is reported after
+every epoch, and ``optuna_integration.PyTorchLightningPruningCallback`` prunes a trial below the median of earlier ones.
+For a config that logs to ``logs/<name>/`` (``--study`` defaults to ``<name>``)::
 
     logs/search-<study>/study.db      the Optuna study (SQLite): rerunning the same command continues it
     logs/search-<study>/trials.csv    one row per trial: number, state, val/acc_best, duration, values, run directory
     logs/search-<study>/best.yaml     the best trial's config: ``python -m src.train fit --config <it>`` re-runs it
     logs/search-<study>/version_N/    the trials' run directories (``tensorboard --logdir logs/search-<study>``)
 
-``--trials N`` is the study's total: trials that ran to a result (completed, pruned, or failed by diverging). A
-search killed mid-trial leaves that trial RUNNING; the next run marks it FAIL ("interrupted") and runs its values
-again first, as a new trial (so does a trial stopped by an error). Completed trials are never re-run. One search
-process per study; trials run one after another in it, on one device (``devices: auto`` becomes 1: under DDP,
-Lightning would start the whole search again in every process).
-
-The space (``configs/search/*.yaml``) maps dotted CLI keys to how they are sampled; see configs/search/cnn.yaml.
-Before the study exists, the model, data and trainer are built (not run) with the space's lowest and highest
-values: a key the CLI does not have, or a value it refuses, is one line and exit 2, like any user mistake.
+``--trials N`` counts trials that ran to a result (completed, pruned, or diverged). A trial left RUNNING by a killed
+search is marked FAIL ("interrupted") by the next run, which runs its values again first (as for a trial stopped by
+an error). One search process per study, on one device: under DDP, Lightning would start the whole search again in
+every process. The space (format: configs/search/cnn.yaml) is checked before the study exists, by building (not
+running) the model, data and trainer with its lowest and highest values: a key the CLI does not have, or a value it
+refuses, is one line and exit 2, like any user mistake.
 """
 
 import argparse
 import contextlib
 import csv
 import io
-import json
 import logging
 import math
-import os
 import re
-import socket
 import sys
-import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -66,9 +56,6 @@ from src.train import ClassifierCLI, cli_main
 
 #: What the pruner watches after every epoch, and what ranks the trials.
 MONITOR, SCORE = "val/acc", "val/acc_best"
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "none")
-#: Fields a parameter of the space may have.
 FIELDS = ("type", "low", "high", "log", "step", "choices", "grid", "when")
 EXAMPLE = "e.g. `model.optimizer.init_args.lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}`"
 
@@ -84,7 +71,8 @@ _Loader.add_implicit_resolver(
 
 @dataclass(frozen=True)
 class Param:
-    """One searched setting: ``name`` is the space key (Optuna's parameter name), ``key`` the CLI key it sets."""
+    """One searched setting. ``name`` is the space key and Optuna's parameter name; ``key`` is the CLI key, the name
+    without its ``@label`` (``lr@Adadelta``: a second entry for the same key, under another ``when``)."""
 
     name: str
     distribution: BaseDistribution
@@ -93,12 +81,15 @@ class Param:
 
     @property
     def key(self) -> str:
-        """``model.optimizer.init_args.lr`` for ``model.optimizer.init_args.lr@Adadelta``: a second range."""
         return self.name.split("@", 1)[0]
 
     def active(self, values: dict[str, Any]) -> bool:
-        """Whether this trial samples it: every ``when`` key took one of its values (file order: earlier keys)."""
+        """Whether a trial with these (earlier) values samples it: every ``when`` key took one of its values."""
         return all(name in values and values[name] in allowed for name, allowed in self.when.items())
+
+    def end(self, high: bool) -> Any:
+        d: Any = self.distribution
+        return d.choices[-1 if high else 0] if isinstance(d, CategoricalDistribution) else d.high if high else d.low
 
     def suggest(self, trial: optuna.Trial) -> Any:
         d = self.distribution
@@ -108,74 +99,37 @@ class Param:
         return suggest(self.name, d.low, d.high, log=d.log, step=d.step)
 
 
-def _param(name: Any, spec: Any, earlier: dict[str, "Param"], where: str) -> Param:
-    """One entry of the space file: a list of choices, or a mapping with ``type`` and its fields."""
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w.]*(@\w+)?", name):
-        raise UserError(f"{where}: key {name!r} is not a dotted CLI key, {EXAMPLE}")
-    if isinstance(spec, list):
-        spec = {"type": "categorical", "choices": spec}
-    if not isinstance(spec, dict):
-        raise UserError(f"{where}: {name}: give a list of choices or a mapping, {EXAMPLE}")
-    unknown = sorted(set(spec) - set(FIELDS))
-    if unknown:
-        raise UserError(f"{where}: {name}: unknown field(s) {unknown}; a parameter has {', '.join(FIELDS)}")
-    kind = spec.get("type", "categorical" if "choices" in spec else None)
+def parse_param(name: str, spec: Any, earlier: dict[str, Param], where: str) -> Param:
+    """One entry of the space file: a list of choices, or a mapping of ``FIELDS``."""
+    spec = {"choices": spec} if isinstance(spec, list) else spec
+    if not isinstance(spec, dict) or set(spec) - set(FIELDS):
+        raise UserError(f"{where}: give a list of choices or a mapping of {', '.join(FIELDS)}, {EXAMPLE}")
+    kind, log = spec.get("type", "categorical"), bool(spec.get("log"))
     try:
         if kind == "float":
-            distribution: BaseDistribution = FloatDistribution(
-                float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)), step=spec.get("step")
-            )
+            dist: Any = FloatDistribution(float(spec["low"]), float(spec["high"]), log=log, step=spec.get("step"))
         elif kind == "int":
-            distribution = IntDistribution(
-                int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)), step=int(spec.get("step", 1))
-            )
-        elif kind == "categorical":
-            choices = spec["choices"]
-            if not isinstance(choices, list) or not choices:
-                raise UserError(f"{where}: {name}: `choices` must be a non-empty list, e.g. [32, 64, 128]")
-            bad = [c for c in choices if c is not None and not isinstance(c, (bool, int, float, str))]
-            if bad:
-                raise UserError(
-                    f"{where}: {name}: choice {bad[0]!r} is not a number or a string; write it as the command line "
-                    f"would, quoted, e.g. '{json.dumps(bad[0])}'"
-                )
-            distribution = CategoricalDistribution(choices)
+            dist = IntDistribution(int(spec["low"]), int(spec["high"]), log=log, step=int(spec.get("step", 1)))
+        elif kind == "categorical" and isinstance(spec["choices"], list):
+            dist = CategoricalDistribution(spec["choices"])
         else:
-            raise UserError(f"{where}: {name}: `type` must be float, int or categorical (got {kind!r}), {EXAMPLE}")
+            raise UserError(f"{where}: `type` is float or int, or give `choices: [...]`, {EXAMPLE}")
+        choices = getattr(dist, "choices", None)
+        grid = spec.get("grid", list(choices or []))
+        if not isinstance(grid, list) or not all(v in choices if choices else dist.low <= v <= dist.high for v in grid):
+            raise UserError(f"{where}: `grid` lists values of its range or choices for --sampler grid, e.g. [1, 2]")
     except KeyError as missing:
-        raise UserError(f"{where}: {name} needs `{missing.args[0]}`, {EXAMPLE}") from None
+        raise UserError(f"{where} needs `{missing.args[0]}`, {EXAMPLE}") from None
     except (ValueError, TypeError) as err:
-        raise UserError(f"{where}: {name}: {err}") from None
-
-    grid = spec.get("grid", list(getattr(distribution, "choices", [])))
-    if not isinstance(grid, list):
-        raise UserError(f"{where}: {name}: `grid` is a list of the values --sampler grid tries, e.g. [0.001, 0.01]")
-    for value in grid:
-        inside = (
-            value in distribution.choices
-            if isinstance(distribution, CategoricalDistribution)
-            else isinstance(value, (int, float)) and distribution.low <= value <= distribution.high
-        )
-        if not inside:
-            raise UserError(f"{where}: {name}: grid value {value!r} is outside the parameter's range or choices")
-
+        raise UserError(f"{where}: {err}") from None
     when = spec.get("when") or {}
-    if not isinstance(when, dict):
-        raise UserError(
-            f"{where}: {name}: `when` maps an earlier key to its value(s), e.g. when: {{model.optimizer: "
-            "torch.optim.SGD}"
-        )
-    conditions = {}
+    if not isinstance(when, dict) or not set(when) <= set(earlier):
+        raise UserError(f"{where}: `when` maps keys above it to values, e.g. {{model.optimizer: torch.optim.SGD}}")
+    when = {k: tuple(v) if isinstance(v, list) else (v,) for k, v in when.items()}
     for other, allowed in when.items():
-        if other not in earlier:
-            raise UserError(f"{where}: {name}: `when` names {other!r}, which is not a key above it in the space")
-        allowed = tuple(allowed) if isinstance(allowed, list) else (allowed,)
-        choices = getattr(earlier[other].distribution, "choices", None)
-        if choices is not None and not set(allowed) <= set(choices):
-            missing = [a for a in allowed if a not in choices]
-            raise UserError(f"{where}: {name}: `when` value {missing[0]!r} is not a choice of {other} {list(choices)}")
-        conditions[other] = allowed
-    return Param(name, distribution, tuple(grid), conditions)
+        if not set(allowed) <= set(getattr(earlier[other].distribution, "choices", allowed)):
+            raise UserError(f"{where}: `when` value(s) {list(allowed)} are not all choices of {other}")
+    return Param(name, dist, tuple(grid), when)
 
 
 def load_space(path: str) -> list[Param]:
@@ -190,161 +144,93 @@ def load_space(path: str) -> list[Param]:
         raise UserError(f"--space {path}: expected a mapping of dotted CLI keys to ranges, {EXAMPLE}")
     space: dict[str, Param] = {}
     for name, entry in spec.items():
-        space[name] = _param(name, entry, space, f"--space {path}")
+        space[str(name)] = parse_param(str(name), entry, space, f"--space {path}: {name}")
     return list(space.values())
 
 
-def space_record(space: list[Param]) -> dict:
-    """What a study remembers of its space (JSON): the distributions and conditions, not the grid."""
-    return {
-        p.name: {"distribution": distribution_to_json(p.distribution), "when": {k: list(v) for k, v in p.when.items()}}
-        for p in space
-    }
-
-
-def sample(trial: optuna.Trial, space: list[Param]) -> dict[str, Any]:
-    """The trial's values, in file order; a parameter whose ``when`` does not hold is not sampled."""
+def assignment(space: list[Param], value: Any) -> dict[str, Any]:
+    """Values in file order, each ``value(param)``; a parameter whose ``when`` does not hold is left out."""
     values: dict[str, Any] = {}
     for param in space:
         if param.active(values):
-            values[param.name] = param.suggest(trial)
+            values[param.name] = value(param)
     return values
 
 
 def grid_points(space: list[Param]) -> list[dict[str, Any]]:
-    """Every combination of the grid values, first key slowest; conditional keys only where their ``when`` holds."""
+    """Every combination of the grid values, first key slowest; a conditional key only where its ``when`` holds."""
     points: list[dict[str, Any]] = [{}]
     for param in space:
         points = [
-            expanded
-            for p in points
-            for expanded in ([{**p, param.name: v} for v in param.grid] if param.active(p) else [p])
+            new for p in points for new in ([{**p, param.name: v} for v in param.grid] if param.active(p) else [p])
         ]
     return points
 
 
 def cli_value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def assigned(space: list[Param], values: dict[str, Any]) -> list[tuple[str, str]]:
-    """(CLI key, space key) of the sampled values; a class switch (``model.optimizer``) before its ``init_args``."""
-    keys: dict[str, str] = {}
-    for param in space:
-        if param.name in values:
-            if param.key in keys:
-                raise UserError(
-                    f"--space: {keys[param.key]} and {param.name} both set {param.key} in one trial: give them "
-                    "exclusive `when:` conditions"
-                )
-            keys[param.key] = param.name
-    return sorted(keys.items(), key=lambda item: item[0].count("."))
+def overrides(space: list[Param], values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(space key, ``--key=value``) of the values; a class (``model.optimizer``) before its ``init_args``."""
+    params = sorted((p for p in space if p.name in values), key=lambda p: p.key.count("."))
+    return [(p.name, f"--{p.key}={cli_value(values[p.name])}") for p in params]
 
 
-def overrides(space: list[Param], values: dict[str, Any]) -> list[str]:
-    """The trial's values as command-line overrides, ``--key=value``."""
-    return [f"--{key}={cli_value(values[name])}" for key, name in assigned(space, values)]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The training CLI, driven
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[io.StringIO]:
-    """Lightning's info lines, warnings and the CLI's output held back (the CLI's error output is yielded)."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [logger.level for logger in loggers]
+def build(args: list[str]) -> tuple[ClassifierCLI | None, str]:
+    """The training CLI with model, data and trainer built from ``args`` but not run (nothing is written), quietly;
+    or None and the error the CLI printed."""
     err = io.StringIO()
+    logging.disable(logging.INFO)  # Lightning's device lines at every build
     try:
-        for logger in loggers:
-            logger.setLevel(logging.WARNING)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            yield err
+            return cli_main(args, run=False), ""
+    except SystemExit:
+        return None, err.getvalue()
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
-def built_config(args: list[str]) -> tuple[dict | None, str]:
-    """The training CLI built from ``args`` without running (model, data and trainer made, nothing written, as
-    ``cli_main(run=False)`` does): its resolved config, or None and what the CLI said was wrong."""
-    with quiet() as err:
-        try:
-            cli = cli_main(args, run=False)
-        except SystemExit:
-            return None, err.getvalue()
-    return cli.config.as_dict(), ""  # type: ignore[union-attr]
+        logging.disable(logging.NOTSET)
 
 
 def cli_reason(error: str) -> str:
-    """The telling line of the CLI's error (for jsonargparse's, the last one that is not a listing of values)."""
+    """The telling line of the CLI's error (of jsonargparse's, the last one that is not a listing of values)."""
     lines = [line.strip() for line in error.split("error:", 1)[-1].splitlines()]
-    listing = ("Given value", "Subtypes", "Errors", "- Expected")
-    lines = [line for line in lines if line and not line.startswith(listing)]
-    reason = lines[-1] if lines else error.strip()
-    return re.sub(r"\s*Got value: Namespace\(.*$", "", reason).rstrip(".")
+    lines = [line for line in lines if line and not line.startswith(("Given value", "Subtypes", "Errors", "- Exp"))]
+    return re.sub(r"\s*Got value: Namespace\(.*$", "", lines[-1] if lines else error.strip()).rstrip(".")
 
 
 def check_space(space: list[Param], base: list[str], where: str) -> None:
-    """Build the model, data and trainer with values of every key, before the study exists: a key the CLI does not
-    have, or a value the model refuses, is named now instead of failing a trial. The probes take the lowest values,
-    the highest, and the lowest with each choice of a key that others depend on or that switches a class."""
+    """Build the CLI with the space's lowest values, its highest, and the lowest with each choice that brings in
+    other keys: a key the CLI lacks, or a value it refuses, is named before the study starts, not in trial 7."""
 
-    def end(param: Param, high: bool) -> Any:
-        d = param.distribution
-        if isinstance(d, CategoricalDistribution):
-            return d.choices[-1 if high else 0]
-        return d.high if high else d.low  # type: ignore[attr-defined]
+    def probe(high: bool, forced: dict[str, Any]) -> dict[str, Any]:
+        return assignment(space, lambda p: forced.get(p.name, p.end(high)))
 
-    def assignment(forced: dict[str, Any], high: bool) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for param in space:
-            if param.active(values):
-                values[param.name] = forced.get(param.name, end(param, high))
-        return values
-
-    switches = [
-        p
-        for p in space
-        if isinstance(p.distribution, CategoricalDistribution)
-        and any(p.name in q.when or q.key.startswith(p.key + ".") for q in space)
-    ]
-    probes = [assignment({}, False), assignment({}, True)]
-    for values in (assignment({p.name: c}, False) for p in switches for c in p.distribution.choices):
-        if set(values) not in [set(probe) for probe in probes]:  # keys no probe has set together yet
-            probes.append(values)
+    probes = [probe(False, {}), probe(True, {})]
+    for param in space:
+        for choice in getattr(param.distribution, "choices", ()):
+            values = probe(False, {param.name: choice})
+            if set(values) not in [set(other) for other in probes]:  # keys no probe has set together yet
+                probes.append(values)
     for values in probes:
-        pairs = assigned(space, values)
         args = overrides(space, values)
-        if built_config([*base, *args])[0] is not None:
+        if build([*base, *(arg for _, arg in args)])[0] is not None:
             continue
-        for i, (key, name) in enumerate(pairs):  # the first override the CLI refuses
-            config, error = built_config([*base, *args[: i + 1]])
-            if config is None:
-                switched = [args[j] for j, (other, _) in enumerate(pairs[:i]) if key.startswith(other + ".")]
-                parsing = "usage:" in error  # jsonargparse's: the key or the type; else the model or data refused
-                hint = (
-                    "Space keys are the dotted keys that `python -m src.train fit --config ... --print_config` "
-                    "shows; a key that only one choice of another key has needs `when:`"
-                    if parsing
-                    else "Narrow its range or choices"
-                )
-                raise UserError(
-                    f"{where}: {name}: the CLI refuses {args[i]}{' after ' + switched[0] if switched else ''} "
-                    f"({cli_reason(error)}). {hint}."
-                )
-        raise UserError(f"{where}: the CLI refuses these values together: {' '.join(args)}")
+        for i, (name, arg) in enumerate(args):  # the first override the CLI refuses, and the class it applies to
+            cli, error = build([*base, *(a for _, a in args[: i + 1])])
+            if cli is None:
+                key = arg.split("=", 1)[0] + "."
+                after = "".join(f" after {a}" for _, a in args[:i] if key.startswith(a.split("=", 1)[0] + "."))
+                hint = "keys: see `--print_config`; a key of only some choices needs `when:`"  # jsonargparse's error
+                hint = hint if "usage:" in error else "narrow its range or choices"  # else the model or data refused
+                raise UserError(f"{where}: {name}: the CLI refuses {arg}{after} ({cli_reason(error)}); {hint}")
 
 
 def trial_cli(trial: optuna.Trial, built: list[ClassifierCLI]) -> type[ClassifierCLI]:
-    """The CLI with the trial's pruning callback in its trainer, recording itself in ``built`` and its run
-    directory in the trial; everything else (config.yaml, checkpoints, errors) is the CLI's own."""
+    """The training CLI plus the trial's pruning callback; it records itself in ``built`` and its run directory in
+    the trial (config.yaml, checkpoints and error handling stay the CLI's own)."""
 
     class TrialCLI(ClassifierCLI):
         def instantiate_trainer(self, **kwargs: Any) -> Any:
@@ -361,178 +247,116 @@ def trial_cli(trial: optuna.Trial, built: list[ClassifierCLI]) -> type[Classifie
 
 
 def shown(path: str | Path) -> str:
-    """A path as short as it is clear: relative to the working directory when under it."""
+    """A path relative to the working directory when under it (shorter in messages and trials.csv)."""
     path = Path(path).absolute()
-    with contextlib.suppress(ValueError):
-        return str(path.relative_to(Path.cwd().resolve()))
-    with contextlib.suppress(ValueError):
-        return str(path.relative_to(Path.cwd()))
-    return str(path)
+    return str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, space: list[Param], base: list[str]) -> None:
-    """Fit one trial and tell the study how it ended. A user mistake stops the search (exit 2, the CLI's line
-    already printed); a run that diverged is a FAIL and the search goes on; Ctrl-C or a crash stops it."""
-    trial.set_user_attr("pid", os.getpid())
-    trial.set_user_attr("host", socket.gethostname())
+    """Fit one trial and tell the study how it ended. A run that diverged is a FAIL and the search goes on; a user
+    mistake (exit 2, the CLI's line already printed), Ctrl-C or a crash fail the trial and stop the search."""
+
+    def fail(failure: str) -> None:
+        trial.set_user_attr("failure", failure)
+        study.tell(trial, state=TrialState.FAIL)
+
     built: list[ClassifierCLI] = []
+    args = [arg for _, arg in overrides(space, assignment(space, lambda p: p.suggest(trial)))]
     try:
-        values = sample(trial, space)
-        cli = cli_main(["fit", *base, *overrides(space, values)], cli_class=trial_cli(trial, built))
+        cli = cli_main(["fit", *base, *args], cli_class=trial_cli(trial, built))
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
         return
-    except SystemExit as exit:
-        trained = bool(built) and built[0].trainer.global_step > 0
-        if exit.code == 2 and trained:  # a UserError once training ran: the training diverged
-            trial.set_user_attr("failure", "diverged")
-            study.tell(trial, state=TrialState.FAIL)
+    except SystemExit as stop:
+        if stop.code == 2 and built and built[0].trainer.global_step > 0:  # a UserError once training ran: NaN loss
+            fail("diverged")
             return
-        interrupted = exit.code == 1 and bool(built)  # Lightning turns Ctrl-C in a fit into exit 1
-        trial.set_user_attr("failure", "interrupted" if interrupted else "error")
-        study.tell(trial, state=TrialState.FAIL)
-        if interrupted:
+        if stop.code == 1 and built:  # Lightning turns Ctrl-C in a fit into exit 1
+            fail("interrupted")
             raise KeyboardInterrupt from None
+        fail("error")
         raise
     except BaseException as err:
-        trial.set_user_attr("failure", "interrupted" if isinstance(err, KeyboardInterrupt) else "error")
-        study.tell(trial, state=TrialState.FAIL)
+        fail("interrupted" if isinstance(err, KeyboardInterrupt) else "error")
         raise
-    score = cli.trainer.callback_metrics.get(SCORE)
+    score = cli.trainer.callback_metrics.get(SCORE)  # type: ignore[union-attr]
     if score is None:
-        trial.set_user_attr("failure", "error")
-        study.tell(trial, state=TrialState.FAIL)
+        fail("error")
         raise UserError(f"trials are ranked by {SCORE} but the run logged none: keep validation on")
     study.tell(trial, float(score))
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# The study
+def failure(t: FrozenTrial) -> str | None:
+    """Why a trial failed; a FAIL without a reason was left RUNNING by a killed search and marked by ``recover``."""
+    return t.user_attrs.get("failure", "interrupted") if t.state == TrialState.FAIL else None
 
 
 def counted(study: optuna.Study) -> int:
     """Trials that ran to a result: completed, pruned, or failed by diverging (not interrupted, not errors)."""
-    return sum(
-        t.state in (TrialState.COMPLETE, TrialState.PRUNED) or t.user_attrs.get("failure") == "diverged"
-        for t in study.get_trials(deepcopy=False)
-    )
-
-
-def alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, TypeError, ValueError):
-        return False
-    return True
+    trials = study.get_trials(deepcopy=False)
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) or failure(t) == "diverged" for t in trials)
 
 
 def recover(study: optuna.Study) -> None:
-    """A trial left RUNNING by a search process that is gone (killed) becomes FAIL, "interrupted"; every
-    interrupted or errored trial's values are queued once, to run first as a new trial."""
-    host = socket.gethostname()
+    """A trial left RUNNING (its search was killed: one search process per study) becomes FAIL, and the values of
+    every interrupted or errored trial are queued once, to run first as a new trial."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("host") == host and not alive(t.user_attrs.get("pid")):
-            optuna.trial.Trial(study, t._trial_id).set_user_attr("failure", "interrupted")
-            study.tell(t.number, state=TrialState.FAIL)
-            print(f"trial {t.number} was interrupted (its search process is gone): marked FAIL, queued again")
-        else:
-            print(
-                f"note: trial {t.number} is RUNNING in process {t.user_attrs.get('pid')} on "
-                f"{t.user_attrs.get('host')}: one search process per study is supported"
-            )
+        study.tell(t.number, state=TrialState.FAIL)
+        print(f"trial {t.number} was interrupted: marked FAIL, queued again")
     retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if t.user_attrs.get("failure") in ("interrupted", "error") and t.number not in retried:
+        if failure(t) != "diverged" and t.number not in retried:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
 
 
-def next_grid_point(study: optuna.Study, points: list[dict]) -> dict | None:
-    """The first grid combination no trial has (or is queued to run)."""
-    trials = study.get_trials(deepcopy=False)
-    seen = [t.params or t.system_attrs.get("fixed_params", {}) for t in trials]
-    return next((p for p in points if p not in seen), None)
-
-
-def open_study(storage: str, name: str, space: list[Param], base: list[str], pruner: Any) -> optuna.Study:
+def open_study(storage: str, name: str, space: list[Param], pruner: optuna.pruners.BasePruner) -> optuna.Study:
     """Create the study, or load it when it exists (its space must be the same)."""
     study = optuna.create_study(
         storage=storage, study_name=name, direction="maximize", load_if_exists=True, pruner=pruner
     )
-    record = space_record(space)
+    record = {
+        p.name: {"distribution": distribution_to_json(p.distribution), "when": {k: list(v) for k, v in p.when.items()}}
+        for p in space
+    }
     if "space" not in study.user_attrs:
         study.set_user_attr("space", record)
-        study.set_user_attr("train_args", base)
-    elif json.dumps(study.user_attrs["space"], sort_keys=True) != json.dumps(record, sort_keys=True):
+    elif study.user_attrs["space"] != record:
         raise UserError(
             f"study {name!r} ({storage}) was run with another search space: continue it with the same --space, "
             "start a new study with --study NAME, or delete its study.db to start again"
         )
-    elif study.user_attrs.get("train_args") != base:
-        print(f"note: study {name!r} was started with other training arguments: {study.user_attrs['train_args']}")
     return study
 
 
-def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
-    """TPE or random, seeded; grid trials are all queued (see ``next_grid_point``) so its sampler never draws."""
-    return optuna.samplers.TPESampler(seed=seed) if kind == "tpe" else optuna.samplers.RandomSampler(seed=seed)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Results
-
-
-def score_of(t: FrozenTrial) -> float | None:
-    """val/acc_best: the trial's value; for a pruned or failed one, the best val/acc it reported."""
-    if t.state == TrialState.COMPLETE:
-        return t.value
-    return max(t.intermediate_values.values()) if t.intermediate_values else None
-
-
-def note_of(t: FrozenTrial) -> str:
-    notes = []
-    if "retry_of" in t.user_attrs:
-        notes.append(f"re-run of trial {t.user_attrs['retry_of']}")
+def summary(t: FrozenTrial) -> tuple[str, str, str]:
+    """A trial's val/acc_best (for a pruned or failed one, the best val/acc it reported), duration and note."""
+    score = t.value if t.state == TrialState.COMPLETE else max(t.intermediate_values.values(), default=None)
+    notes = [f"re-run of trial {t.user_attrs['retry_of']}"] if "retry_of" in t.user_attrs else []
     if t.state == TrialState.PRUNED and t.intermediate_values:
         notes.append(f"pruned after epoch {max(t.intermediate_values)}")
     if t.state == TrialState.FAIL:
-        notes.append(t.user_attrs.get("failure", "failed"))
-    return "; ".join(notes)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+        notes.append(str(failure(t)))
+    score_text = f"{score:.6f}" if score is not None and math.isfinite(score) else ""
+    # An interrupted trial "ended" when the next search marked it; its duration means nothing.
+    duration = "" if t.duration is None or failure(t) == "interrupted" else f"{t.duration.total_seconds():.1f}"
+    return score_text, duration, "; ".join(notes)
 
 
 def write_results(study: optuna.Study, space: list[Param], folder: Path, name: str) -> FrozenTrial | None:
     """trials.csv (every trial that started) and best.yaml (the best completed trial's config, to re-fit)."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["trial", "state", SCORE, "duration_s", *(p.name for p in space), "run_dir", "note"])
-    for t in trials:
-        score = score_of(t)
-        finished = t.datetime_complete and t.user_attrs.get("failure") != "interrupted"
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() if finished else None
-        writer.writerow(
-            [
-                t.number,
-                t.state.name,
-                "" if score is None else f"{score:.6f}",
-                "" if duration is None else f"{duration:.1f}",
-                *(cli_value(t.params[p.name]) if p.name in t.params else "" for p in space),
-                t.user_attrs.get("run_dir", ""),
-                note_of(t),
-            ]
-        )
-    write_atomically(folder / "trials.csv", out.getvalue())
+    with open(folder / "trials.csv", "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["trial", "state", SCORE, "duration_s", *(p.name for p in space), "run_dir", "note"])
+        for t in trials:
+            score, duration, note = summary(t)
+            values = [cli_value(t.params[p.name]) if p.name in t.params else "" for p in space]
+            writer.writerow([t.number, t.state.name, score, duration, *values, t.user_attrs.get("run_dir", ""), note])
 
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if not complete:
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number), default=None)
+    if best is None:
         return None
-    best = max(complete, key=lambda t: (t.value, -t.number))
-    config_file = Path(best.user_attrs.get("run_dir", "")) / "config.yaml"
+    config_file = Path(best.user_attrs["run_dir"], "config.yaml")
     if not config_file.is_file():
         print(f"note: the best trial's config {config_file} is gone: best.yaml not written")
         return best
@@ -541,15 +365,11 @@ def write_results(study: optuna.Study, space: list[Param], folder: Path, name: s
     logger["name"], logger["version"] = name, None  # a re-fit is a new plain run, logs/<name>/version_<next>
     header = (
         f"# Best trial of study {study.study_name}: trial {best.number}, {SCORE} {best.value:.4f}, run "
-        f"{best.user_attrs['run_dir']} (every trial: {shown(folder / 'trials.csv')}).\n"
+        f"{config_file.parent} (every trial: {shown(folder / 'trials.csv')}).\n"
         f"# Its config, logged as a new run: python -m src.train fit --config {shown(folder / 'best.yaml')}\n"
     )
-    write_atomically(folder / "best.yaml", header + yaml.safe_dump(config, sort_keys=False))
+    (folder / "best.yaml").write_text(header + yaml.safe_dump(config, sort_keys=False))
     return best
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Command line
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -570,58 +390,23 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--space", required=True, help="search space YAML: dotted CLI keys -> ranges (configs/search/)")
     p.add_argument("--trials", type=int, default=20, help="trials the study holds when done (default 20)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (default), random, or grid")
-    p.add_argument("--pruner", choices=PRUNERS, default="median", help="median (default) or none")
+    p.add_argument("--sampler", choices=("tpe", "random", "grid"), default="tpe", help="tpe (default), random, grid")
+    p.add_argument("--pruner", choices=("median", "none"), default="median", help="median (default) or none")
     p.add_argument("--pruner-startup", type=int, default=5, help="completed trials before any is pruned (5)")
     p.add_argument("--pruner-warmup", type=int, default=0, help="epochs a trial runs before it can be pruned (0)")
     p.add_argument("--study", help="study name (default: the config's logger name); files in <logs>/search-<study>/")
-    p.add_argument("--storage", help="Optuna storage URL or SQLite file (default <logs>/search-<study>/study.db)")
     p.add_argument("--seed", type=int, help="sampler seed (default: the config's seed_everything)")
     return p
 
 
-def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
-    """The search's own options, and the rest for the training CLI (order kept)."""
-    flags = {a for action in parser()._actions for a in action.option_strings}
-    own, rest, i = [], [], 0
-    while i < len(argv):
-        flag = argv[i].split("=", 1)[0]
-        if flag in flags:
-            takes_value = "=" not in argv[i] and flag not in ("-h", "--help")
-            own += argv[i : i + 1 + takes_value]
-            i += 1 + takes_value
-        else:
-            rest.append(argv[i])
-            i += 1
-    return own, rest[1:] if rest[:1] == ["fit"] else rest
-
-
-def device_count(devices: Any) -> int | None:
-    """Processes a ``--trainer.devices`` value starts (-1: every device; None: ``auto``)."""
-    if isinstance(devices, list):
-        return len(devices)
-    text = str(devices).strip()
-    if text == "auto":
-        return None
-    if re.fullmatch(r"-?\d+", text):
-        return int(text)
-    return len([d for d in text.split(",") if d.strip()])  # "0,1"
-
-
-def check_base(config: dict) -> tuple[str, str]:
-    """The logs folder and run name of the config; refuse what a search cannot do."""
-    logger = config.get("trainer", {}).get("logger")
+def check_base(cli: ClassifierCLI) -> tuple[str, str]:
+    """The logs folder and run name of the training config; refuse what a search cannot do."""
+    logger = cli.config.as_dict()["trainer"].get("logger")
     init = logger.get("init_args") if isinstance(logger, dict) else None
     if not isinstance(init, dict) or not init.get("save_dir") or not init.get("name"):
-        raise UserError(
-            "a search needs the config's TensorBoard logger (each trial is a run directory): do not "
-            "override --trainer.logger"
-        )
-    if not config.get("data"):
-        raise UserError("no data to train on: give the training config, e.g. --config configs/cnn.yaml")
-    trainer = config["trainer"]
-    devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
-    if device_count(devices) not in (None, 1) or nodes > 1:
+        raise UserError("a search needs the config's TensorBoard logger (a trial is a run): do not override it")
+    devices, nodes = cli.config.trainer.devices, cli.trainer.num_nodes
+    if str(devices) != "auto" and (cli.trainer.num_devices > 1 or nodes > 1):
         given = f"--trainer.num_nodes {nodes}" if nodes > 1 else f"--trainer.devices {devices}"
         raise UserError(
             f"a search runs its trials in one process, on one device: drop {given} (under DDP, Lightning would "
@@ -630,71 +415,65 @@ def check_base(config: dict) -> tuple[str, str]:
     return init["save_dir"], init["name"]
 
 
-def search(argv: list[str]) -> optuna.Study | None:
-    own, base = split_args(argv)
-    opts = parser().parse_args(own)
+def search(argv: list[str]) -> optuna.Study:
+    opts, base = parser().parse_known_args(argv)  # the rest, in order, goes to every trial's fit
+    base = base[1:] if base[:1] == ["fit"] else base
     if opts.trials < 1:
         raise UserError(f"--trials {opts.trials}: give the number of trials the study should hold, e.g. 20")
+    if opts.study is not None and not re.fullmatch(r"[\w.-]+", opts.study):
+        raise UserError(f"--study {opts.study!r}: use letters, digits, '.', '-' or '_' (it names a folder)")
+    if any(a.split("=", 1)[0] == "--ckpt_path" for a in base):
+        raise UserError("--ckpt_path: every trial trains from scratch; a search does not resume a checkpoint")
     space = load_space(opts.space)
-    if opts.sampler == "grid":
-        ranged = [p.name for p in space if not p.grid]
-        if ranged:
-            raise UserError(
-                f"--sampler grid: {ranged[0]} is a range; give it the values to try, e.g. "
-                f"`grid: [0.001, 0.01]` in {opts.space}"
-            )
+    ranged = [p.name for p in space if not p.grid]
+    if opts.sampler == "grid" and ranged:
+        raise UserError(f"--sampler grid: {ranged[0]} is a range; give it values to try, e.g. `grid: [0.001, 0.01]`")
 
     # cli_main is given each trial's arguments while sys.argv holds the search's: intended here.
     warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
-    if any(a.split("=", 1)[0] == "--ckpt_path" for a in base):
-        raise UserError("--ckpt_path: every trial trains from scratch; a search does not resume a checkpoint")
-    config, error = built_config(base)
-    if config is None:  # a mistake in the training arguments: the CLI's own message, as `src.train` prints it
+    cli, error = build(base)
+    if cli is None:  # a mistake in the training arguments: the CLI's own message, as `src.train` prints it
         sys.stderr.write(error)
         raise SystemExit(2)
-    save_dir, name = check_base(config)
+    save_dir, name = check_base(cli)
     check_space(space, base, f"--space {opts.space}")
 
     study_name = opts.study or name
-    if not re.fullmatch(r"[\w.-]+", study_name):
-        raise UserError(f"--study {study_name!r}: use letters, digits, '.', '-' or '_' (it names a folder)")
     folder = Path(save_dir) / f"search-{study_name}"
     folder.mkdir(parents=True, exist_ok=True)
-    storage = opts.storage or str(folder / "study.db")
-    if "://" not in storage:
-        storage = f"sqlite:///{Path(storage).absolute()}"
-    # Trials are runs of their own folder (tensorboard --logdir <it> compares them), never a pinned version.
+    # Trials are new runs in the study's folder (tensorboard --logdir <it> compares them), never a pinned version.
     trial_args = [*base, f"--trainer.logger.init_args.name={folder.name}", "--trainer.logger.init_args.version=null"]
-    if str(config["trainer"].get("devices")) == "auto":
+    if str(cli.config.trainer.devices) == "auto":
         trial_args.append("--trainer.devices=1")  # auto would take every GPU, and launch DDP
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=opts.pruner_startup, n_warmup_steps=opts.pruner_warmup)
-        if opts.pruner == "median"
-        else optuna.pruners.NopPruner()
-    )
-    study = open_study(storage, study_name, space, base, pruner)
+    median = optuna.pruners.MedianPruner(n_startup_trials=opts.pruner_startup, n_warmup_steps=opts.pruner_warmup)
+    pruner = median if opts.pruner == "median" else optuna.pruners.NopPruner()
+    study = open_study(f"sqlite:///{(folder / 'study.db').absolute()}", study_name, space, pruner)
     recover(study)
-    # Seeded by the study's length too: a resumed search does not draw its first values again.
-    seed = config.get("seed_everything") if opts.seed is None else opts.seed
-    study.sampler = make_sampler(opts.sampler, (seed or 0) + len(study.trials))
+    # Seeded by the study's length too, so a resumed search does not draw its first values again. Grid trials are
+    # all enqueued: the sampler never draws for them.
+    seed = (cli.config.seed_everything if opts.seed is None else opts.seed) or 0
+    sampler = optuna.samplers.TPESampler if opts.sampler == "tpe" else optuna.samplers.RandomSampler
+    study.sampler = sampler(seed=seed + len(study.trials))
     points = grid_points(space) if opts.sampler == "grid" else []
 
     print(f"study {study_name} ({shown(folder)}): {counted(study)} of {opts.trials} trials done", flush=True)
     try:
         while counted(study) < opts.trials:
-            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-            if opts.sampler == "grid" and not waiting:
-                point = next_grid_point(study, points)
+            if points and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                seen = [t.params for t in study.get_trials(deepcopy=False)]
+                point = next((p for p in points if p not in seen), None)
                 if point is None:
                     print(f"the grid's {len(points)} combinations have all run")
                     break
                 study.enqueue_trial(point)
             trial = study.ask()
-            start = time.monotonic()
             run_trial(study, trial, space, trial_args)
-            report(study.trials[trial.number], time.monotonic() - start)
+            t = study.trials[trial.number]
+            score, duration, note = summary(t)
+            line = f"{SCORE} {score or '-'}, {duration or '-'} s{note and '; ' + note}: {t.user_attrs.get('run_dir')}"
+            print(f"trial {t.number} {t.state.name}, {line}", flush=True)
             write_results(study, space, folder, name)
     except KeyboardInterrupt:
         print(f"\ninterrupted: rerun the same command to continue study {study_name}", file=sys.stderr)
@@ -708,16 +487,6 @@ def search(argv: list[str]) -> optuna.Study | None:
             f"re-fit: python -m src.train fit --config {shown(folder / 'best.yaml')}"
         )
     return study
-
-
-def report(t: FrozenTrial, seconds: float) -> None:
-    score, note = score_of(t), note_of(t)
-    shown_score = f"{SCORE}={score:.4f}" if score is not None and math.isfinite(score) else f"no {SCORE}"
-    print(
-        f"trial {t.number} {t.state.name}, {shown_score}, {seconds:.1f} s{'; ' + note if note else ''}: "
-        f"{t.user_attrs.get('run_dir', '')}",
-        flush=True,
-    )
 
 
 def main(args: list[str] | None = None) -> optuna.Study | None:

@@ -1,7 +1,12 @@
 """Shared test helpers: run the CLI in-process inside a temporary working directory, shrunk for speed."""
 
 import gzip
+import os
+import signal
 import struct
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +35,24 @@ def run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable:
         return cli_main([subcommand, *config_args, *FAST, *overrides])
 
     return run
+
+
+def kill_at_stall(script: str, args: list[str], workdir: Path) -> None:
+    """Run ``tests/<script> args`` in a fresh process in ``workdir``; SIGKILL it once it writes ``workdir/stalled``
+    (its stall point: see tests/killable.py), as a crash or ``kill -9`` would stop it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / script), *args],
+                               cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not (workdir / "stalled").exists():
+        if process.poll() is not None:
+            pytest.fail(f"{script} ended before its stall point: {process.stderr.read().decode()[-2000:]}")
+        assert time.monotonic() < deadline, f"{script} never reached its stall point"
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
 
 
 @pytest.fixture

@@ -1,10 +1,5 @@
 """Interrupted runs: resume into the same run directory and end exactly where an uninterrupted run ends."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +7,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import CONFIGS, FAST, ROOT
+from tests.conftest import CONFIGS, FAST, kill_at_stall
 
 BATCHES, EPOCHS = 5, 3
 #: Dropout (the CNN's), augmentation and a learning-rate drop at the resume point: every kind of state matters.
@@ -81,20 +76,8 @@ def test_resume_from_the_command_line_run_config(run_cli, tmp_path: Path) -> Non
 def run_until_killed(workdir: Path, mode: str, step: int) -> None:
     """Start a fit in a fresh process, SIGKILL it at the stall point (see tests/killable.py)."""
     workdir.mkdir()
-    command = [sys.executable, str(ROOT / "tests" / "killable.py"), mode, str(step), "fit", "--config",
-               str(CONFIGS / "cnn.yaml"), *FAST, f"--trainer.max_epochs={EPOCHS}", *RUN]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while not (workdir / "stalled").exists():
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before its stall point: {process.stderr.read().decode()[-2000:]}")
-        assert time.monotonic() < deadline, "the run never reached its stall point"
-        time.sleep(0.2)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    process.stderr.close()
-    assert process.returncode == -signal.SIGKILL
+    config = ["--config", str(CONFIGS / "cnn.yaml"), *FAST, f"--trainer.max_epochs={EPOCHS}", *RUN]
+    kill_at_stall("killable.py", [mode, str(step), "fit", *config], workdir)
 
 
 @pytest.mark.parametrize("mode", ["train", "save"])

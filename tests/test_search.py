@@ -2,11 +2,6 @@
 failed, a killed search continues its study, and mistakes are one line."""
 
 import csv
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +10,7 @@ import yaml
 pytest.importorskip("optuna_integration", reason="search extra absent: pip install -e '.[search]'")
 
 from src.search import main
-from tests.conftest import CONFIGS, FAST, ROOT
+from tests.conftest import CONFIGS, FAST, kill_at_stall
 
 ONE_EPOCH = ["--config", str(CONFIGS / "cnn.yaml"), *FAST, "--trainer.max_epochs=1"]
 #: Shorter trials where the acceptance does not need a whole epoch (no figures either).
@@ -95,18 +90,7 @@ def test_a_killed_search_continues_its_study(tmp_path: Path, monkeypatch: pytest
     run again as trial 2; the study ends with the 2 trials asked for that ran to a result (3 rows)."""
     lr = space(tmp_path, "model.optimizer.init_args.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
     args = [*ONE_EPOCH, *QUICK, "--space", lr, "--trials", "2", "--sampler", "random"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "killable_search.py"), "1", *args],
-                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    deadline = time.monotonic() + 180
-    while not (tmp_path / "stalled").exists():
-        if process.poll() is not None:
-            pytest.fail(f"the search ended before its stall point: {process.stderr.read().decode()[-2000:]}")
-        assert time.monotonic() < deadline, "the search never reached its stall point"
-        time.sleep(0.2)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    process.stderr.close()
+    kill_at_stall("killable_search.py", ["1", *args], tmp_path)
     folder = tmp_path / "logs" / "search-cnn"
     before = trials(folder)
     assert [r["state"] for r in before] == ["COMPLETE"]
