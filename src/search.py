@@ -15,10 +15,11 @@ For a config that logs to ``logs/<name>/`` (``--study`` defaults to ``<name>``):
 
 ``--trials N`` counts trials that ran to a result (completed, pruned, or diverged). A trial left RUNNING by a killed
 search is marked FAIL ("interrupted") by the next run, which runs its values again first (as for a trial stopped by
-an error). One search process per study, on one device: under DDP, Lightning would start the whole search again in
-every process. The space (format: configs/search/cnn.yaml) is checked before the study exists, by building (not
-running) the model, data and trainer with its lowest and highest values: a key the CLI does not have, or a value it
-refuses, is one line and exit 2, like any user mistake.
+an error). A study continues only with the space and training arguments it started with. One search process per
+study, on one device: under DDP, Lightning would start the whole search again in every process. The space (format:
+configs/search/cnn.yaml) is checked before the study exists, by building (not running) the model, data and trainer
+with its lowest and highest values: a key the CLI does not have, or a value it refuses, is one line and exit 2, like
+any user mistake.
 """
 
 import argparse
@@ -309,8 +310,11 @@ def recover(study: optuna.Study) -> None:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
 
 
-def open_study(storage: str, name: str, space: list[Param], pruner: optuna.pruners.BasePruner) -> optuna.Study:
-    """Create the study, or load it when it exists (its space must be the same)."""
+def open_study(
+    storage: str, name: str, space: list[Param], pruner: optuna.pruners.BasePruner, fit_args: list[str]
+) -> optuna.Study:
+    """Create the study, or load it when it exists: its space and training arguments must be the same (trials of
+    another epoch count or dataset would be ranked against each other)."""
     study = optuna.create_study(
         storage=storage, study_name=name, direction="maximize", load_if_exists=True, pruner=pruner
     )
@@ -324,6 +328,13 @@ def open_study(storage: str, name: str, space: list[Param], pruner: optuna.prune
         raise UserError(
             f"study {name!r} ({storage}) was run with another search space: continue it with the same --space, "
             "start a new study with --study NAME, or delete its study.db to start again"
+        )
+    if "fit_args" not in study.user_attrs:
+        study.set_user_attr("fit_args", fit_args)
+    elif study.user_attrs["fit_args"] != fit_args:
+        raise UserError(
+            f"study {name!r} ran its trials with `{' '.join(study.user_attrs['fit_args'])}`, not "
+            f"`{' '.join(fit_args)}`: continue it with the same arguments, or start a new study with --study NAME"
         )
     return study
 
@@ -449,7 +460,7 @@ def search(argv: list[str]) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     median = optuna.pruners.MedianPruner(n_startup_trials=opts.pruner_startup, n_warmup_steps=opts.pruner_warmup)
     pruner = median if opts.pruner == "median" else optuna.pruners.NopPruner()
-    study = open_study(f"sqlite:///{(folder / 'study.db').absolute()}", study_name, space, pruner)
+    study = open_study(f"sqlite:///{(folder / 'study.db').absolute()}", study_name, space, pruner, base)
     recover(study)
     # Seeded by the study's length too, so a resumed search does not draw its first values again. Grid trials are
     # all enqueued: the sampler never draws for them.

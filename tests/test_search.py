@@ -148,3 +148,19 @@ def test_mistakes_exit_2_with_one_line(search, tmp_path: Path, capsys, text: str
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("error: ") and expected in err, err
     assert not (tmp_path / "logs").exists(), "nothing is created"
+
+
+def test_a_study_continues_only_with_its_own_training_arguments(search, tmp_path: Path, capsys) -> None:
+    """Trials of another epoch count (or dataset) are not ranked against the study's: one line, exit 2, the study and
+    its runs untouched."""
+    lr = space(tmp_path, "model.optimizer.init_args.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    search(*QUICK, "--space", lr, "--trials", "1")
+    folder = tmp_path / "logs" / "search-cnn"
+    before = (folder / "trials.csv").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        search(*QUICK, "--space", lr, "--trials", "2", "--trainer.max_epochs=2")
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "continue it with the same arguments, or start a new study with --study NAME" in err
+    assert (folder / "trials.csv").read_text() == before and versions(folder) == ["version_0"]
