@@ -356,13 +356,14 @@ def summary(t: FrozenTrial) -> tuple[str, str, str]:
 def write_results(study: optuna.Study, space: list[Param], folder: Path, name: str) -> FrozenTrial | None:
     """trials.csv (every trial that started) and best.yaml (the best completed trial's config, to re-fit)."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
-    with open(folder / "trials.csv", "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["trial", "state", SCORE, "duration_s", *(p.name for p in space), "run_dir", "note"])
-        for t in trials:
-            score, duration, note = summary(t)
-            values = [cli_value(t.params[p.name]) if p.name in t.params else "" for p in space]
-            writer.writerow([t.number, t.state.name, score, duration, *values, t.user_attrs.get("run_dir", ""), note])
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["trial", "state", SCORE, "duration_s", *(p.name for p in space), "run_dir", "note"])
+    for t in trials:
+        score, duration, note = summary(t)
+        values = [cli_value(t.params[p.name]) if p.name in t.params else "" for p in space]
+        writer.writerow([t.number, t.state.name, score, duration, *values, t.user_attrs.get("run_dir", ""), note])
+    replace(folder / "trials.csv", table.getvalue())
 
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number), default=None)
     if best is None:
@@ -379,8 +380,15 @@ def write_results(study: optuna.Study, space: list[Param], folder: Path, name: s
         f"{config_file.parent} (every trial: {shown(folder / 'trials.csv')}).\n"
         f"# Its config, logged as a new run: python -m src.train fit --config {shown(folder / 'best.yaml')}\n"
     )
-    (folder / "best.yaml").write_text(header + yaml.safe_dump(config, sort_keys=False))
+    replace(folder / "best.yaml", header + yaml.safe_dump(config, sort_keys=False))
     return best
+
+
+def replace(path: Path, text: str) -> None:
+    """Write beside ``path``, then rename over it: a search killed mid-write leaves the previous file whole."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 class OneLineParser(argparse.ArgumentParser):
