@@ -1,4 +1,4 @@
-"""Checkpoint files that are always whole: written beside their target, then renamed over it."""
+"""Checkpoint files: always whole (written beside their target, then renamed over it), and read safely."""
 
 import os
 from pathlib import Path
@@ -6,6 +6,47 @@ from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from src.errors import UserError
+
+
+def run_dir_of(ckpt_path: str | Path) -> Path | None:
+    """``logs/<name>/<version>`` for ``logs/<name>/<version>/checkpoints/x.ckpt``; None for a loose checkpoint."""
+    path = Path(ckpt_path)  # as given: ModelCheckpoint compares its saved dirpath with the new one as strings
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
+def not_a_checkpoint(ckpt_path: str | Path, problem: str) -> UserError:
+    return UserError(
+        f"--ckpt_path {ckpt_path} is not a checkpoint this CLI can read safely ({problem}). "
+        "Use a .ckpt written by `python -m src.train fit`."
+    )
+
+
+def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``--ckpt_path``, unpickled weights-only (no code in the file runs); a folder, a missing
+    file or one that is not a checkpoint is one line naming the fix."""
+    path = Path(ckpt_path)
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        raise UserError(
+            f"--ckpt_path {ckpt_path} is a directory; give a checkpoint file in it, e.g. "
+            f"{folder / 'last.ckpt'} (runs keep theirs in <run>/checkpoints/)."
+        )
+    if not path.is_file():
+        raise UserError(
+            f"checkpoint not found: --ckpt_path {ckpt_path}. Give the path of a .ckpt file, e.g. "
+            "logs/<name>/version_<n>/checkpoints/last.ckpt."
+        )
+    try:
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:
+        raise not_a_checkpoint(ckpt_path, type(err).__name__) from None
+    if not isinstance(checkpoint, dict):
+        raise not_a_checkpoint(ckpt_path, type(checkpoint).__name__)
+    if not {"state_dict", "hyper_parameters"} <= set(checkpoint):  # e.g. a plain state dict of weights
+        raise not_a_checkpoint(ckpt_path, "no model hyper-parameters")
+    return checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

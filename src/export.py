@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.checkpoint_io import read_checkpoint, run_dir_of
 from src.errors import UserError
 from src.models.classifier import ImageClassifier
 from src.models.preprocess import InputSpec, Preprocess
@@ -65,34 +66,8 @@ class ExportWrapper(nn.Module):
 
 def default_output(ckpt_path: str | Path) -> Path:
     """``<run>/export`` for ``<run>/checkpoints/x.ckpt`` (the run's other outputs live there), else ``export/``
-    beside the checkpoint. (As ``src.train.run_dir_of``; not imported: ``src.train`` imports this module.)"""
-    path = Path(ckpt_path)
-    return path.parent.parent / "export" if path.parent.name == "checkpoints" else path.parent / "export"
-
-
-def _check_checkpoint(ckpt_path: Path) -> None:
-    """A missing file, a folder or a file that is not a checkpoint of this template: one line naming the fix."""
-    if ckpt_path.is_dir():
-        folder = ckpt_path / "checkpoints" if (ckpt_path / "checkpoints").is_dir() else ckpt_path
-        raise UserError(
-            f"--ckpt_path {ckpt_path} is a directory; give a checkpoint file in it, e.g. "
-            f"{folder / 'last.ckpt'} (runs keep theirs in <run>/checkpoints/)."
-        )
-    if not ckpt_path.is_file():
-        raise UserError(
-            f"checkpoint not found: --ckpt_path {ckpt_path}. Give the path of a .ckpt file, e.g. "
-            "logs/<name>/version_<n>/checkpoints/last.ckpt."
-        )
-    try:
-        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-        problem = "" if {"state_dict", "hyper_parameters"} <= set(checkpoint) else "no model hyper-parameters"
-    except Exception as err:
-        problem = type(err).__name__
-    if problem:
-        raise UserError(
-            f"--ckpt_path {ckpt_path} is not a checkpoint this CLI can read safely ({problem}). "
-            "Use a .ckpt written by `python -m src.train fit`."
-        )
+    beside the checkpoint."""
+    return (run_dir_of(ckpt_path) or Path(ckpt_path).parent) / "export"
 
 
 def _check_output(output: Path) -> None:
@@ -212,7 +187,7 @@ def export_checkpoint(
     output = Path(output) if output is not None else default_output(ckpt_path)
     if not (onnx or pt2):
         raise UserError("nothing to export: --onnx and --pt2 are both false.")
-    _check_checkpoint(ckpt_path)
+    read_checkpoint(ckpt_path)  # a missing file, a folder, not a checkpoint: one line naming the fix
     _check_output(output)
     if onnx:
         _check_onnx_installed()

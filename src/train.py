@@ -23,11 +23,11 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from src.callbacks import Dashboard, PredictionWriter, RngState, TestReport
 from src.callbacks.predictions import check_top_k
-from src.checkpoint_io import AtomicCheckpointIO
+from src.checkpoint_io import AtomicCheckpointIO, read_checkpoint, run_dir_of
 from src.errors import UserError
 from src.loggers import TensorBoardLogger, readable_hparams
 from src.models import ImageClassifier, TransferFinetuning
-from src.trainer import ClassifierTrainer
+from src.trainer import ClassifierTrainer, check_range
 
 #: LightningCLI's subcommands plus the Trainer subclass's: each one's arguments not taken from the config.
 SUBCOMMANDS = {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
@@ -64,12 +64,6 @@ def exception_chain(err: BaseException) -> list[BaseException]:
     while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
         chain.append(chain[-1].__cause__ or chain[-1].__context__)  # type: ignore[arg-type]
     return chain
-
-
-def run_dir_of(ckpt_path: str) -> Path | None:
-    """``logs/<name>/<version>`` for ``logs/<name>/<version>/checkpoints/x.ckpt``; None for a loose checkpoint."""
-    path = Path(ckpt_path)  # as given: ModelCheckpoint compares its saved dirpath with the new one as strings
-    return path.parent.parent if path.parent.name == "checkpoints" else None
 
 
 class ClassifierCLI(LightningCLI):
@@ -135,6 +129,9 @@ class ClassifierCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         self._ckpt_hparams: dict | None = None  # read by the links, at instantiation
         self._ckpt_step = 0
+        if subcommand == "lr_find":
+            lr_find = self.config[subcommand]
+            check_range(lr_find["min_lr"], lr_find["max_lr"], lr_find["num_training"])
         data_class = str((self.config[subcommand].get("data") or {}).get("class_path", "")) if subcommand else ""
         if data_class.endswith("FilesDataModule") and (subcommand != "predict" or not ckpt_path):
             raise UserError(
@@ -148,24 +145,7 @@ class ClassifierCLI(LightningCLI):
             )
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):  # Lightning resolves these itself
             return
-        if Path(ckpt_path).is_dir():
-            folder = Path(ckpt_path) / "checkpoints" if (Path(ckpt_path) / "checkpoints").is_dir() else Path(ckpt_path)
-            raise UserError(
-                f"--ckpt_path {ckpt_path} is a directory; give a checkpoint file in it, e.g. "
-                f"{folder / 'last.ckpt'} (runs keep theirs in <run>/checkpoints/)."
-            )
-        if not Path(ckpt_path).is_file():
-            raise UserError(
-                f"checkpoint not found: --ckpt_path {ckpt_path}. Give the path of a .ckpt file, e.g. "
-                "logs/<name>/version_<n>/checkpoints/last.ckpt."
-            )
-        try:
-            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-        except Exception as err:
-            raise UserError(
-                f"--ckpt_path {ckpt_path} is not a checkpoint this CLI can read safely "
-                f"({type(err).__name__}). Use a .ckpt written by `python -m src.train fit`."
-            ) from None
+        checkpoint = read_checkpoint(ckpt_path)
         self._ckpt_hparams = checkpoint.get("hyper_parameters", {})
         self._ckpt_step = checkpoint.get("global_step", 0)
         self._check_network_family(ckpt_path)

@@ -45,6 +45,14 @@ def steepest_descent(lrs: list[float], losses: list[float], skip_begin: int = 10
     return points[int(torch.argmin(slopes[0]))][0]
 
 
+def check_range(min_lr: float, max_lr: float, num_training: int) -> None:
+    """The range test's arguments, checked before anything is built (the CLI calls it while parsing)."""
+    if not 0 < min_lr < max_lr:
+        raise UserError(f"--min_lr {min_lr} and --max_lr {max_lr}: need 0 < min_lr < max_lr, e.g. 1e-8 and 1")
+    if num_training < MIN_BATCHES:
+        raise UserError(f"--num_training {num_training}: the test needs at least {MIN_BATCHES} batches, e.g. 100")
+
+
 def paste_flag(model: LightningModule, lr: float) -> str:
     """The override that applies ``lr``: OneCycleLR sets every step's rate from its ``max_lr`` (the optimiser's
     ``lr`` is ignored), so that is the value to replace; otherwise the optimiser's ``lr``."""
@@ -72,10 +80,7 @@ class ClassifierTrainer(Trainer):
         plot as ``lr_find.png`` in the run directory (and as a TensorBoard figure). The model is left as it was:
         no checkpoint is written. Per-layer ``lr_multipliers`` are not applied during the test (one rate for all).
         """
-        if not 0 < min_lr < max_lr:
-            raise UserError(f"--min_lr {min_lr} and --max_lr {max_lr}: need 0 < min_lr < max_lr, e.g. 1e-8 and 1")
-        if num_training < MIN_BATCHES:
-            raise UserError(f"--num_training {num_training}: the test needs at least {MIN_BATCHES} batches, e.g. 100")
+        check_range(min_lr, max_lr, num_training)  # for callers from Python; the CLI checked them while parsing
         run_dir = Path(self.log_dir or self.default_root_dir)  # on every rank: log_dir broadcasts
         # Lightning stages the model in default_root_dir (cwd by default): keep it in the run's own directory.
         self._default_root_dir = str(run_dir)
