@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.transforms import v2
 
-from src.data import FashionMNISTDataModule
 from src.data.base import whole_batch
+from src.data.mnist import FashionMNISTDataModule
 from src.train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -51,8 +51,8 @@ def test_accuracy(checkpoint: Path, data_dir: Path) -> float:
     """Test accuracy of a checkpoint on the 10k Fashion-MNIST test images (its own preprocessing and TTA)."""
     import torch
 
-    from src.data import FashionMNISTDataModule
-    from src.models import ImageClassifier
+    from src.data.mnist import FashionMNISTDataModule
+    from src.models.classifier import ImageClassifier
 
     dm = FashionMNISTDataModule(data_dir=str(data_dir), download=False)
     dm.setup("test")
@@ -110,7 +110,7 @@ def seed_tutorial(data_dir: Path, max_epochs: int, budget_s: float, start: float
             x = self.pool(F.relu(self.conv2(x)))
             return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x.view(-1, 16 * 4 * 4))))))
 
-    from src.data import FashionMNISTDataModule
+    from src.data.mnist import FashionMNISTDataModule
 
     dm = FashionMNISTDataModule(data_dir=str(data_dir), download=False)
     dm.prepare_data()  # torchvision reads the extracted idx files: the template extracts them once (from the .gz)
@@ -146,8 +146,8 @@ def plain_fast(data_dir: Path, max_epochs: int, budget_s: float, start: float) -
     import torch
     from torch.nn import functional as F
 
-    from src.data import FashionMNISTDataModule
-    from src.models import ResNet
+    from src.data.mnist import FashionMNISTDataModule
+    from src.models.networks import ResNet
 
     model = fast_config()["model"]
     sgd, one_cycle = model["optimizer"]["init_args"], model["scheduler"]["init_args"]

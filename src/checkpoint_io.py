@@ -16,36 +16,34 @@ def run_dir_of(ckpt_path: str | Path) -> Path | None:
     return path.parent.parent if path.parent.name == "checkpoints" else None
 
 
-def not_a_checkpoint(ckpt_path: str | Path, problem: str) -> UserError:
-    return UserError(
-        f"--ckpt_path {ckpt_path} is not a checkpoint this CLI can read safely ({problem}). "
-        "Use a .ckpt written by `python -m src.train fit`."
-    )
-
-
-def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
-    """The checkpoint at ``--ckpt_path``, unpickled weights-only (no code in the file runs); a folder, a missing
-    file or one that is not a checkpoint is one line naming the fix."""
+def read_checkpoint(ckpt_path: str | Path, option: str = "--ckpt_path", template: bool = True) -> dict[str, Any]:
+    """The checkpoint at ``ckpt_path`` (given as ``option``), unpickled weights-only (no code in the file runs); a
+    folder, a missing file or one that is not a checkpoint is one line naming the fix. ``template=False`` also
+    accepts any dict of tensors (e.g. a torchvision ``state_dict``)."""
     path = Path(ckpt_path)
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
         raise UserError(
-            f"--ckpt_path {ckpt_path} is a directory; give a checkpoint file in it, e.g. "
+            f"{option} {ckpt_path} is a directory; give a checkpoint file in it, e.g. "
             f"{folder / 'last.ckpt'} (runs keep theirs in <run>/checkpoints/)."
         )
     if not path.is_file():
         raise UserError(
-            f"checkpoint not found: --ckpt_path {ckpt_path}. Give the path of a .ckpt file, e.g. "
+            f"checkpoint not found: {option} {ckpt_path}. Give the path of a .ckpt file, e.g. "
             "logs/<name>/version_<n>/checkpoints/last.ckpt."
         )
     try:
         checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+        problem = None if isinstance(checkpoint, dict) else type(checkpoint).__name__
     except Exception as err:
-        raise not_a_checkpoint(ckpt_path, type(err).__name__) from None
-    if not isinstance(checkpoint, dict):
-        raise not_a_checkpoint(ckpt_path, type(checkpoint).__name__)
-    if not {"state_dict", "hyper_parameters"} <= set(checkpoint):  # e.g. a plain state dict of weights
-        raise not_a_checkpoint(ckpt_path, "no model hyper-parameters")
+        problem = type(err).__name__
+    if problem is None and template and not {"state_dict", "hyper_parameters"} <= set(checkpoint):  # e.g. plain weights
+        problem = "no model hyper-parameters"
+    if problem is not None:
+        raise UserError(
+            f"{option} {ckpt_path} is not a checkpoint this template can read safely ({problem}). "
+            "Use a .ckpt written by `python -m src.train fit`."
+        )
     return checkpoint
 
 

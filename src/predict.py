@@ -22,7 +22,7 @@ from PIL import Image
 
 from src.callbacks.predictions import check_top_k
 from src.data.images import find_images, pil_to_uint8, read_image
-from src.models import ImageClassifier
+from src.models.classifier import ImageClassifier
 
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
 

@@ -21,12 +21,15 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from src.callbacks import Dashboard, PredictionWriter, RngState, TestReport
-from src.callbacks.predictions import check_top_k
+from src.callbacks.dashboard import Dashboard
+from src.callbacks.predictions import PredictionWriter, check_top_k
+from src.callbacks.report import TestReport
+from src.callbacks.rng import RngState
 from src.checkpoint_io import AtomicCheckpointIO, read_checkpoint, run_dir_of
 from src.errors import UserError
 from src.loggers import TensorBoardLogger, readable_hparams
-from src.models import ImageClassifier, TransferFinetuning
+from src.models.classifier import ImageClassifier
+from src.models.finetuning import TransferFinetuning
 from src.trainer import ClassifierTrainer, check_range
 
 #: LightningCLI's subcommands plus the Trainer subclass's: each one's arguments not taken from the config.

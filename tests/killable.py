@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from src.models import ImageClassifier
+from src.models.classifier import ImageClassifier
 from src.train import cli_main
 
 

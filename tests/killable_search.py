@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from src.models import ImageClassifier
+from src.models.classifier import ImageClassifier
 from src.search import main
 
 stall_at, args = int(sys.argv[1]), sys.argv[2:]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.data import ArrayDataModule
+from src.data.arrays import ArrayDataModule
 from src.errors import UserError
 
 

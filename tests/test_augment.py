@@ -6,9 +6,10 @@ import torch.nn.functional as F
 from lightning import Callback, Trainer
 from torchvision.transforms import v2
 
-from src.data import BatchAugment, DigitsDataModule
+from src.data.augment import BatchAugment
+from src.data.digits import DigitsDataModule
 from src.errors import UserError
-from src.models import ImageClassifier
+from src.models.classifier import ImageClassifier
 
 
 def batch(n: int = 64, size: tuple[int, int] = (7, 9)) -> tuple[torch.Tensor, torch.Tensor]:

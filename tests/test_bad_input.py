@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from src.data import ArrayDataModule, FilesDataModule, ImageFolderDataModule
+from src.data.arrays import ArrayDataModule
+from src.data.files import FilesDataModule
+from src.data.image_folder import ImageFolderDataModule
 from src.errors import UserError
 from src.train import cli_main
 from tests.conftest import CONFIGS, FAST, ROOT, write_idx

@@ -9,8 +9,8 @@ import torch
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import calculate_md5
 
-from src.data import CIFAR10DataModule
 from src.data import base as data_base
+from src.data.cifar import CIFAR10DataModule
 from src.errors import UserError
 from tests.conftest import CIFAR10_CLASSES
 

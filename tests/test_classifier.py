@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from src.errors import UserError
-from src.models import FullyConnected, ImageClassifier, SimpleCNN
+from src.models.classifier import ImageClassifier
+from src.models.networks import FullyConnected, SimpleCNN
 
 NAMES = ["cat", "dog", "T-shirt/top"]
 

@@ -74,7 +74,7 @@ def test_print_config_round_trips(config: str, capsys: pytest.CaptureFixture) ->
     printed = yaml.safe_load(capsys.readouterr().out)
     scheduler = yaml.safe_load((CONFIGS / config).read_text())["model"]["scheduler"]["class_path"]
     assert printed["model"]["scheduler"]["class_path"] == scheduler
-    assert printed["data"]["class_path"] == "src.data.DigitsDataModule"
+    assert printed["data"]["class_path"] == "src.data.digits.DigitsDataModule"
     assert printed["checkpoint"]["monitor"] == "val/acc"
     assert printed["trainer"]["accelerator"] == "auto"
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch.utils.data import RandomSampler, SequentialSampler
 
-from src.data import DigitsDataModule, FashionMNISTDataModule
 from src.data import base as data_base
+from src.data.digits import DigitsDataModule
+from src.data.mnist import FashionMNISTDataModule
 from src.errors import UserError
-from src.models import ImageClassifier
+from src.models.classifier import ImageClassifier
 
 
 def test_digits_splits_are_disjoint_complete_and_deterministic() -> None:

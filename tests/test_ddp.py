@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from src.data import DigitsDataModule
+from src.data.digits import DigitsDataModule
 from tests.conftest import CONFIGS, FAST, ROOT
 
 DDP = ["--trainer", str(CONFIGS / "trainer" / "ddp_cpu.yaml")]

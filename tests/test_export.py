@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from src.data import DigitsDataModule
+from src.data.digits import DigitsDataModule
 from src.errors import UserError
 from src.export import export_checkpoint, export_model
-from src.models import ImageClassifier, TransferNet
+from src.models.classifier import ImageClassifier
+from src.models.transfer import TransferNet
 from src.predict import Predictor, load_model
 from src.train import cli_main
 from tests.conftest import CONFIGS, FAST

@@ -7,10 +7,9 @@ import pytest
 import torch
 from lightning import Trainer, seed_everything
 
-from src.data import ImageFolderDataModule
-from src.data.image_folder import ImageFiles
+from src.data.image_folder import ImageFiles, ImageFolderDataModule
 from src.errors import UserError
-from src.models import ImageClassifier
+from src.models.classifier import ImageClassifier
 from tests.conftest import CONFIGS
 from tests.test_bad_input import run_expecting_error
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from src.models import FullyConnected, LeNet5, ResNet, SimpleCNN
 from src.models.init import init_weights
+from src.models.networks import FullyConnected, LeNet5, ResNet, SimpleCNN
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 64, 64)]
 

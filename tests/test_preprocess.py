@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from src.models import ImageClassifier
+from src.models.classifier import ImageClassifier
 from src.models.preprocess import InputSpec, Preprocess
 
 

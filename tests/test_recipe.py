@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.data import DigitsDataModule
 from src.data.base import TensorImages
-from src.models import ImageClassifier, ResNet
+from src.data.digits import DigitsDataModule
+from src.models.classifier import ImageClassifier
+from src.models.networks import ResNet
 from src.train import cli_main
 from tests.conftest import CONFIGS
 

@@ -10,9 +10,11 @@ import torchvision
 from lightning import Callback, Trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.data import DigitsDataModule
+from src.data.digits import DigitsDataModule
 from src.errors import UserError
-from src.models import ImageClassifier, TransferFinetuning, TransferNet
+from src.models.classifier import ImageClassifier
+from src.models.finetuning import TransferFinetuning
+from src.models.transfer import TransferNet
 from tests.conftest import CONFIGS
 
 OFFLINE = ["--model.network.weights=null", "--model.network.input_size=32"]
