@@ -10,7 +10,6 @@ import os
 from argparse import Namespace
 from typing import Any
 
-from lightning.fabric.utilities.logger import _convert_params
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams
@@ -72,24 +71,34 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         if purge_step is not None:
             kwargs["purge_step"] = purge_step  # a SummaryWriter argument
         super().__init__(os.path.realpath(save_dir), name=name, version=version, **kwargs)
-        self._hparams_table_written = False
+        self.table_written = False
         #: The HPARAMS table's rows; ``None``: made from what Lightning logs (the model's and data's hparams).
         self.hparams_table: dict[str, Any] | None = None
+        #: The step everything is logged at when set: an evaluation of a checkpoint logs at that checkpoint's step.
+        self.eval_step: int | None = None
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """Lightning adds ``epoch`` to every logged dict; as a chart it only restates the x-axis."""
-        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, self.step(step))
+
+    def step(self, step: int | None) -> int | None:
+        """``step``, or the evaluated checkpoint's step."""
+        return step if self.eval_step is None else self.eval_step
+
+    @rank_zero_only
+    def add_figure(self, tag: str, figure: Any, step: int | None) -> None:
+        """A matplotlib figure in the IMAGES tab, at ``step`` (or the evaluated checkpoint's)."""
+        self.experiment.add_figure(tag, figure, self.step(step), close=False)
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, metrics: Any = None, step: int | None = None) -> None:
         """``hparams.yaml`` gets everything; the HPARAMS table the readable knobs, once per run directory."""
-        params = _convert_params(params)
+        params = vars(params) if isinstance(params, Namespace) else dict(params)
         self.hparams.update(params)
-        if self._hparams_table_written or os.path.isfile(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)):
+        if self.table_written or os.path.isfile(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)):
             return  # this run already has its table (set by the CLI from the full config, or by training)
-        self._hparams_table_written = True
-        writer = self.experiment._get_file_writer()
+        self.table_written = True
         table = self.hparams_table if self.hparams_table is not None else readable_hparams(params)
         for summary in hparams(table, dict.fromkeys(HPARAM_METRICS, 0.0)):
-            writer.add_summary(summary)
+            self.experiment.file_writer.add_summary(summary)  # add_hparams would open a second run folder

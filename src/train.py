@@ -1,11 +1,12 @@
 """Command-line entry point: ``python -m src.train {fit,validate,test,predict,lr_find} --config configs/<model>.yaml``
-and ``python -m src.train export --ckpt_path CKPT`` (ONNX and torch.export files of a trained checkpoint).
+and ``python -m src.train export --ckpt_path CKPT``.
 
-Everything is a LightningCLI argument, so ``--print_config`` shows every knob and any of them can be overridden
-on the command line (``--model.optimizer.lr 0.01``, ``--trainer.max_epochs 3``, ``--data.batch_size 128``).
+Every knob is a LightningCLI argument: ``--print_config`` shows them all, and any can be overridden on the command
+line (``--model.optimizer.lr 0.01``). A flag always beats a config file, wherever it stands on the line.
 """
 
 import os
+import re
 import sys
 import warnings
 from functools import partial
@@ -24,8 +25,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from src.callbacks.dashboard import Dashboard
 from src.callbacks.predictions import PredictionWriter, check_top_k
 from src.callbacks.report import TestReport
-from src.callbacks.rng import RngState
-from src.checkpoint_io import AtomicCheckpointIO, read_checkpoint, run_dir_of
+from src.checkpoint_io import AtomicCheckpointIO, RngState, read_checkpoint, run_dir_of
 from src.errors import UserError
 from src.loggers import TensorBoardLogger, readable_hparams
 from src.models.classifier import ImageClassifier
@@ -34,12 +34,32 @@ from src.trainer import ClassifierTrainer, check_range
 
 #: LightningCLI's subcommands plus the Trainer subclass's: each one's arguments not taken from the config.
 SUBCOMMANDS = {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
-
+#: Subcommands that evaluate a trained model: without --ckpt_path they would report on random weights.
+EVALUATING = ("validate", "test", "predict")
 #: Model arguments that come from the data when training from scratch, and from the checkpoint otherwise.
 LINKED = {"class_names": "class_names", "input_shape": "input_shape", "mean": "input_mean", "std": "input_std"}
 
 # Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates, on every run: not actionable here.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def config_files_first(argv: list[str]) -> list[str]:
+    """``argv`` with every config file (``--config F``, ``--data F.yaml``, ...) before every flag, each group in
+    its own order: jsonargparse applies arguments left to right, so a config named after a flag would silently
+    undo it (a run's ``config.yaml`` holds ``ckpt_path: null``)."""
+    head = argv[:1] if argv[:1] and not argv[0].startswith("-") else []
+    files: list[str] = []
+    flags: list[str] = []
+    i = len(head)
+    while i < len(argv):
+        option, value, i = argv[i], None, i + 1
+        if option.startswith("--") and "=" not in option and i < len(argv) and not argv[i].startswith("--"):
+            value, i = argv[i], i + 1
+        key, _, inline = option.partition("=")
+        given = inline if "=" in option else value
+        is_file = key == "--config" or ("." not in key and re.search(r"\.(ya?ml|json)$", str(given or "")))
+        (files if is_file else flags).extend([option] if value is None else [option, value])
+    return head + files + flags
 
 
 class QuietUsageParser(LightningArgumentParser):
@@ -50,14 +70,17 @@ class QuietUsageParser(LightningArgumentParser):
 
 
 class RunConfig(SaveConfigCallback):
-    """``config.yaml`` for a training run. Anything else logged into an existing run keeps that file as it is and
-    writes its own beside it: ``<stage>_config.yaml`` for an evaluation of one of its checkpoints
-    (``test``/``validate``/``predict``), ``resume_config.yaml`` for a resumed ``fit``."""
+    """``config.yaml`` for a training run; an evaluation of one of its checkpoints writes ``<stage>_config.yaml``
+    beside it, a resumed fit ``resume_config.yaml``. No saved config names a checkpoint: given back as
+    ``--config``, it must never decide which weights are evaluated."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         stage = getattr(stage, "value", stage)  # Lightning passes a str enum
         if stage != "fit":
             self.config_filename, self.overwrite = f"{stage}_config.yaml", True
+        if self.config.get("ckpt_path") is not None:
+            self.config = self.config.clone()
+            self.config.ckpt_path = None
         super().setup(trainer, pl_module, stage)
 
 
@@ -74,32 +97,29 @@ class ClassifierCLI(LightningCLI):
     evaluations logged into the checkpoint's own run, test report and TensorBoard images."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        argv = kwargs.get("args")
-        argv = sys.argv[1:] if argv is None else argv
-        first = argv[0] if isinstance(argv, (list, tuple)) and argv else None
+        argv = list(sys.argv[1:] if kwargs.get("args") is None else kwargs["args"])
+        kwargs["args"] = config_files_first(argv)
         #: The subcommand named first on the command line (``fit ...``), the only one whose parser is built.
-        self._requested = first if first in SUBCOMMANDS else None
+        self.requested = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+        warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")  # args: reordered
         super().__init__(*args, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
-        """Only the subcommand being run: each one's parser holds every Trainer, model, data and callback argument
-        (building all four took ~0.7 s of every start, one ~0.3 s). All of them when none is named first
-        (``--help``, ``--config`` before the subcommand)."""
-        return {self._requested: SUBCOMMANDS[self._requested]} if self._requested else SUBCOMMANDS
+        """Only the subcommand being run (each parser holds every argument: building all is slow); all of them
+        when none is named first (``--help``)."""
+        return {self.requested: SUBCOMMANDS[self.requested]} if self.requested else SUBCOMMANDS
 
     def _linked(self, attribute: str, data: LightningDataModule) -> Any:
         """A linked model argument: the checkpoint's value when one is loaded (a checkpoint is the model: its
         statistics and input size are never re-derived from the data configured now), else the data's."""
-        if self._ckpt_hparams and LINKED[attribute] in self._ckpt_hparams:
-            return self._ckpt_hparams[LINKED[attribute]]
+        if self.ckpt_hparams and LINKED[attribute] in self.ckpt_hparams:
+            return self.ckpt_hparams[LINKED[attribute]]
         return getattr(data, attribute)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Shapes come from the data and are stored in the checkpoint; nobody types them twice.
-        for attribute, target in LINKED.items():
+        for attribute, target in LINKED.items():  # shapes come from the data; nobody types them twice
             compute = partial(self._linked, attribute)
             parser.link_arguments("data", f"model.{target}", compute_fn=compute, apply_on="instantiate")
-
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -107,13 +127,12 @@ class ClassifierCLI(LightningCLI):
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best-epoch{epoch:02d}-acc{val/acc:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
-                # A resumed run re-running an epoch that a killed run already saved writes the same file again
-                # (same epoch and score: runs are deterministic), instead of a "-v1" copy beside it.
+                # A resume re-running an epoch a killed run saved writes the same file, not a "-v1" copy.
                 "checkpoint.enable_version_counter": False,
             }
         )
-        # In Lightning 2.6, save_last=True on a monitored checkpoint only refreshes last.ckpt when the monitored
-        # value improves. An unmonitored one saves after every epoch, so last.ckpt is truly the latest.
+        # save_last on a monitored checkpoint refreshes last.ckpt only when the score improves; an unmonitored
+        # checkpoint saves every epoch, so last.ckpt is truly the latest.
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults({"last_checkpoint.filename": "last", "last_checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
@@ -121,25 +140,32 @@ class ClassifierCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(TestReport, "report")
         parser.add_lightning_class_args(Dashboard, "dashboard")
-        # Freeze/unfreeze schedule for networks with a backbone (TransferNet); a no-op for the others.
-        parser.add_lightning_class_args(TransferFinetuning, "finetuning")
+        parser.add_lightning_class_args(TransferFinetuning, "finetuning")  # a no-op for networks without backbone
         parser.set_defaults({"trainer.logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="default")})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        """Parse, then check ``--ckpt_path`` before anything is built or written."""
+        """Parse, then check the subcommand's inputs and read ``--ckpt_path`` before anything is built."""
         super().parse_arguments(parser, args)
+        self.ckpt_hparams: dict | None = None  # read by the links, at instantiation
+        self.ckpt_step = 0
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        self._ckpt_hparams: dict | None = None  # read by the links, at instantiation
-        self._ckpt_step = 0
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
         if subcommand == "lr_find":
-            lr_find = self.config[subcommand]
-            check_range(lr_find["min_lr"], lr_find["max_lr"], lr_find["num_training"])
-        data_class = str((self.config[subcommand].get("data") or {}).get("class_path", "")) if subcommand else ""
-        if data_class.endswith("FilesDataModule") and (subcommand != "predict" or not ckpt_path):
+            check_range(config["min_lr"], config["max_lr"], config["num_training"])
+        if str((config.get("data") or {}).get("class_path", "")).endswith("FilesDataModule") and (
+            subcommand != "predict" or not ckpt_path
+        ):
             raise UserError(
                 "--data configs/data/files.yaml classifies image files with a trained model: use it with "
                 "`predict --ckpt_path <run>/checkpoints/<best or last>.ckpt`."
+            )
+        if subcommand in EVALUATING and not ckpt_path:
+            raise UserError(
+                f"`{subcommand}` evaluates a trained model: pass --ckpt_path logs/<name>/version_<n>/checkpoints/"
+                "<best or last>.ckpt (train one first with `python -m src.train fit --config ...`)."
             )
         if ckpt_path in ("best", "last") and subcommand != "fit":
             raise UserError(
@@ -149,65 +175,76 @@ class ClassifierCLI(LightningCLI):
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):  # Lightning resolves these itself
             return
         checkpoint = read_checkpoint(ckpt_path)
-        self._ckpt_hparams = checkpoint.get("hyper_parameters", {})
-        self._ckpt_step = checkpoint.get("global_step", 0)
+        self.ckpt_hparams, self.ckpt_step = checkpoint["hyper_parameters"], checkpoint.get("global_step", 0)
         self._check_network_family(ckpt_path)
-        if subcommand == "predict" and "class_names" in self._ckpt_hparams:  # before anything is built
-            check_top_k(self.config[subcommand]["predictions"]["top_k"], self._ckpt_hparams["class_names"])
+        self._apply_ckpt_hparams(ckpt_path)
+        if subcommand == "predict" and "class_names" in self.ckpt_hparams:
+            check_top_k(config["predictions"]["top_k"], self.ckpt_hparams["class_names"])
+
+    def _apply_ckpt_hparams(self, ckpt_path: str) -> None:
+        """The checkpoint's hyper-parameters become the model's arguments (a checkpoint is the model); one that
+        does not parse (edited by hand, or from another version) is one line naming the key."""
+        hparams = {k: v for k, v in (self.ckpt_hparams or {}).items() if k != "_instantiator"}
+        exit_on_error, self.parser.exit_on_error = self.parser.exit_on_error, False
+        try:
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+        except Exception as err:
+            message = str(err)
+            key = re.search(r'[Kk]ey "(?:[a-z_]+\.)?model\.([^"]+)"', message)
+            value = re.search(r"class_path[ =]'([^']+)'", message)
+            shown = f" (class_path {value.group(1)})" if value else ""
+            raise UserError(
+                f"--ckpt_path {ckpt_path}: its hyper-parameter {key.group(1) if key else 'model'!s}{shown} does not "
+                "rebuild a model of this template. Use a checkpoint written by `python -m src.train fit`."
+            ) from None
+        finally:
+            self.parser.exit_on_error = exit_on_error
+
+    def _parse_ckpt_path(self) -> None:
+        """Adapter (no public hook): LightningCLI 2.6 would read ``--ckpt_path`` a second time here and apply its
+        hyper-parameters, printing a jsonargparse error of many lines when they do not parse. ``parse_arguments``
+        has already done both, through the one checkpoint reader. Guarded by tests/test_cli.py."""
 
     def _check_network_family(self, ckpt_path: str) -> None:
         """A ``--config`` for another network than the checkpoint's is a mix-up: say so before anything runs."""
-        subcommand = self.config["subcommand"]
-        network = self._ckpt_hparams.get("network") if self._ckpt_hparams else None
-        configured = (self.config[subcommand].get("model") or {}).get("network")
-        if not (isinstance(network, dict) and isinstance(configured, Namespace) and self.config[subcommand].config):
+        config = self.config[self.config["subcommand"]]
+        network = self.ckpt_hparams.get("network") if self.ckpt_hparams else None
+        configured = (config.get("model") or {}).get("network")
+        if not (isinstance(network, dict) and isinstance(configured, Namespace) and config.config):
             return  # no --config: the checkpoint alone says what the model is
         trained, given = str(network.get("class_path")), str(configured.get("class_path"))
         if trained != given:
             run_dir = run_dir_of(ckpt_path)
-            config = run_dir / "config.yaml" if run_dir is not None else "the config it was trained with"
+            own = run_dir / "config.yaml" if run_dir is not None else "the config it was trained with"
             raise UserError(
                 f"--ckpt_path {ckpt_path} holds a {trained.rsplit('.', 1)[-1]} network but the --config gives "
-                f"{given.rsplit('.', 1)[-1]}: pass the run's own config ({config}) or that model's config."
-            )
-
-    def _check_logs_writable(self, subcommand: str) -> None:
-        """A logs folder that cannot be written fails now, in one line, not after the data is prepared."""
-        logger = self.config[subcommand]["trainer"].get("logger")
-        save_dir = (logger.get("init_args") or {}).get("save_dir") if isinstance(logger, Namespace) else None
-        if not save_dir:
-            return
-        existing = Path(save_dir).absolute()
-        while not existing.exists():
-            existing = existing.parent
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            problem = "is a file" if not existing.is_dir() else "is not writable"
-            raise UserError(
-                f"cannot write logs to --trainer.logger.init_args.save_dir {save_dir}: {existing} {problem}. "
-                "Pass a folder you can write to."
+                f"{given.rsplit('.', 1)[-1]}: pass the run's own config ({own}) or that model's config."
             )
 
     def before_instantiate_classes(self) -> None:
-        """Runs of a checkpoint go into the checkpoint's own run directory: a resumed ``fit`` continues it (its
-        TensorBoard events from the checkpoint's step on are purged and logged again), an evaluation adds its
-        metrics, reports and predictions to it, instead of a new ``version_N`` holding nothing but itself."""
+        """Where the run's files go: runs of a checkpoint into its own run directory (a resumed fit continues it,
+        its TensorBoard events from the checkpoint's step on purged; an evaluation adds to it), a run without a
+        logger into a fresh ``logs/no_logger/version_<n>``."""
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
-        self._check_logs_writable(subcommand)
-        ckpt_path = self.config[subcommand].get("ckpt_path")
-        if not ckpt_path or self._ckpt_hparams is None:
+        trainer = self.config[subcommand]["trainer"]
+        logger = trainer.get("logger")
+        init = (logger.get("init_args") or {}) if isinstance(logger, Namespace) else {}
+        check_writable(init.get("save_dir") or "logs")
+        run_dir = run_dir_of(self.config[subcommand]["ckpt_path"]) if self.ckpt_hparams is not None else None
+        if logger in (None, False) and trainer.get("default_root_dir") is None:
+            trainer.default_root_dir = str(run_dir or next_version(Path("logs", "no_logger")))
+        elif subcommand == "lr_find" and trainer.get("default_root_dir") is None:
+            trainer.default_root_dir = init.get("save_dir")  # Lightning stages its checkpoint there, not in cwd
+        if run_dir is None or "save_dir" not in init:
             return
-        logger, run_dir = self.config[subcommand]["trainer"].get("logger"), run_dir_of(ckpt_path)
-        if run_dir is not None and isinstance(logger, Namespace) and "save_dir" in (logger.get("init_args") or {}):
-            logger.init_args.save_dir, logger.init_args.version = str(run_dir.parent.parent), run_dir.name
-            logger.init_args.name = run_dir.parent.name
-            if subcommand == "fit" and str(logger.class_path).endswith("TensorBoardLogger"):
-                logger.init_args.purge_step = self._ckpt_step
-            if subcommand == "fit" and (run_dir / "config.yaml").is_file():  # resuming: keep the run's config
-                self.save_config_kwargs.update(config_filename="resume_config.yaml", overwrite=True)
-                # Lightning warns that the checkpoint directory is not empty: resuming into it is the point.
-                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        init.save_dir, init.name, init.version = str(run_dir.parent.parent), run_dir.parent.name, run_dir.name
+        if subcommand == "fit" and str(logger.class_path).endswith("TensorBoardLogger"):
+            init.purge_step = self.ckpt_step
+        if subcommand == "fit" and (run_dir / "config.yaml").is_file():  # resuming: keep the run's config
+            self.save_config_kwargs.update(config_filename="resume_config.yaml", overwrite=True)
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
     def instantiate_classes(self) -> None:
         """A value the model, data or trainer refuses while being built (``--trainer.max_epochs -5``, a dropout of
@@ -223,24 +260,22 @@ class ClassifierCLI(LightningCLI):
             raise UserError(f"invalid configuration: {reason}. Check the values given for it.") from err
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Lightning's trainer, plus what every run needs: checkpoints written atomically in their own directory
-        and random generator states saved in them (an interrupted run resumes exactly)."""
+        """Lightning's trainer, plus what every run needs: checkpoints written atomically, random generator states
+        saved in them (exact resume), and learning rates logged when there is a logger to log them to."""
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own CheckpointIO plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if trainer.logger is None:
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         trainer.callbacks.append(RngState())
         return trainer
 
     def after_instantiate_classes(self) -> None:
-        """A checkpoint only fits data with the same classes; say so instead of failing on tensor shapes. A
-        schedule spanning the run needs the run to end."""
+        """A checkpoint only fits data with the same classes; a schedule spanning the run needs the run to end."""
         if self.subcommand == "fit" and isinstance(self.model, ImageClassifier):
             self.model.check_run_length(self.trainer.max_epochs, self.trainer.max_steps)
-        data: LightningDataModule = self.datamodule
-        trained = (self._ckpt_hparams or {}).get("class_names")
-        if data.class_names is None or trained is None:  # files to predict on: the checkpoint brings the classes
-            return
-        if list(trained) != list(data.class_names):
+        trained, data = (self.ckpt_hparams or {}).get("class_names"), self.datamodule
+        if data.class_names is not None and trained is not None and list(trained) != list(data.class_names):
             raise UserError(
                 f"the checkpoint was trained on classes {list(trained)} but the data module "
                 f"{type(data).__name__} has {list(data.class_names)}. Pass the --data config the model was "
@@ -248,8 +283,7 @@ class ClassifierCLI(LightningCLI):
             )
 
     def before_fit(self) -> None:
-        """The HPARAMS table from the whole config (data class, finetuning, epochs, seed), not just the model's;
-        written when Lightning logs the hyper-parameters (after the data is prepared: a failed run leaves nothing)."""
+        """The HPARAMS table from the whole config (data, finetuning, epochs, seed), not just the model's."""
         if isinstance(self.trainer.logger, TensorBoardLogger):
             config = self.config[self.subcommand].as_dict()
             trainer = {k: config["trainer"].get(k) for k in ("max_epochs", "precision", "accumulate_grad_batches")}
@@ -260,7 +294,8 @@ class ClassifierCLI(LightningCLI):
 
     def _at_checkpoint_step(self) -> None:
         """Evaluation metrics go into the run at the checkpoint's step, not at step 0 of its curves."""
-        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._ckpt_step
+        if isinstance(self.trainer.logger, TensorBoardLogger):
+            self.trainer.logger.eval_step = self.ckpt_step
 
     before_validate = before_test = _at_checkpoint_step
 
@@ -276,15 +311,31 @@ class ClassifierCLI(LightningCLI):
         print(f"run directory: {run_dir}")
 
 
+def check_writable(save_dir: str) -> None:
+    """A logs folder that cannot be written fails now, in one line, not after the data is prepared."""
+    existing = Path(save_dir).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is a file" if not existing.is_dir() else "is not writable"
+        raise UserError(
+            f"cannot write logs to --trainer.logger.init_args.save_dir {save_dir}: {existing} {problem}. "
+            "Pass a folder you can write to."
+        )
+
+
+def next_version(folder: Path) -> Path:
+    """``folder/version_<n>`` for the first unused n (as TensorBoardLogger numbers its runs)."""
+    taken = [int(p.name.split("_")[1]) for p in folder.glob("version_*") if p.name.split("_")[1].isdigit()]
+    return folder / f"version_{max(taken, default=-1) + 1}"
+
+
 def cli_main(
     args: list[str] | None = None, run: bool = True, cli_class: type[ClassifierCLI] = ClassifierCLI
 ) -> ClassifierCLI | None:
     """Run the CLI (``args`` instead of ``sys.argv`` for tests); user mistakes exit 2 with one clear line.
-    ``cli_class``: a subclass adding to every run (``src.search`` adds Optuna's pruning callback to the trainer).
-
-    ``run=False`` only builds the model, data module and trainer from the config (no subcommand), e.g. for
-    benchmarks or notebooks that want to call ``cli.trainer.fit(cli.model, cli.datamodule)`` themselves.
-    """
+    ``cli_class``: a subclass adding to every run (``src.search`` adds Optuna's pruning callback).
+    ``run=False`` only builds the model, data module and trainer (e.g. for notebooks and benchmarks)."""
     argv = sys.argv[1:] if args is None else list(args)
     try:
         if argv[:1] == ["export"]:  # a checkpoint in, files out: no trainer, data or config involved
@@ -302,7 +353,7 @@ def cli_main(
             save_config_callback=RunConfig,
             save_config_kwargs={"overwrite": False},
             parser_class=QuietUsageParser,
-            args=args,
+            args=argv,
             run=run,
         )
     except Exception as err:  # a UserError may come wrapped, e.g. by jsonargparse's instantiation

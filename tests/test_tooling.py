@@ -25,12 +25,34 @@ PRE_COMMIT = ROOT / ".pre-commit-config.yaml"
 PYPROJECT = ROOT / "pyproject.toml"
 #: check-added-large-files' default limit.
 LARGE_KB = 500
+#: README.md stays a starter's page; everything longer lives in docs/.
+README_BYTES = 20_000
+#: The README's sections, in this order (the Quickstart's two bash blocks come first: .ci/run runs them).
+README_SECTIONS = [
+    "Quickstart",
+    "What it is",
+    "Layout",
+    "Using it",
+    "Predict",
+    "Add your own network",
+    "Add your own dataset",
+    "More",
+]
 
 
 def readme_bash_block(n: int) -> str:
     """The N-th fenced bash block of README.md, as .ci/run extracts it."""
     blocks = re.findall(r"^```bash\n(.*?)^```$", (ROOT / "README.md").read_text(), re.M | re.S)
     return blocks[n - 1].strip()
+
+
+def user_docs() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
 def pyproject() -> dict:
@@ -131,3 +153,39 @@ def test_readme_add_your_own_code_passes_ruff() -> None:
                 [ruff, *command, "--stdin-filename", name, "-"], input=code, cwd=ROOT, capture_output=True, text=True
             )
             assert result.returncode == 0, f"README's {name}: ruff {' '.join(command)}\n{result.stdout}"
+
+
+def test_readme_is_short_ordered_and_points_to_every_doc() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) <= README_BYTES, f"README.md is {len(readme.encode())} bytes (> {README_BYTES})"
+    assert re.findall(r"^## (.*)$", readme, re.M) == README_SECTIONS
+    quickstart = readme.split("\n## ")[1]
+    assert quickstart.count("```bash\n") == 2, "the first two bash blocks (.ci/run's) are the Quickstart's"
+    docs = sorted(path.name for path in (ROOT / "docs").glob("*.md"))
+    assert docs, "docs/ holds the detail the README points to"
+    unlinked = [name for name in docs if f"(docs/{name}" not in readme]
+    assert not unlinked, f"README.md does not link {unlinked}"
+
+
+def test_doc_links_resolve() -> None:
+    """Every relative link of README.md and docs/*.md names an existing file and, with #, one of its headings."""
+    broken = []
+    for page in user_docs():
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+://", target):
+                continue
+            name, _, fragment = target.partition("#")
+            path = (page.parent / name).resolve() if name else page
+            if not path.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif fragment and path.suffix == ".md":
+                headings = re.findall(r"^#+ (.*)$", path.read_text(), re.M)
+                if fragment not in {anchor(heading) for heading in headings}:
+                    broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_user_docs_never_name_the_shared_folder() -> None:
+    """Users have no ../shared: commands use data/ (the default) or a folder of their own."""
+    named = [str(page.relative_to(ROOT)) for page in user_docs() if "../shared" in page.read_text()]
+    assert not named, f"../shared appears in {named}"

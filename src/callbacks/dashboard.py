@@ -8,12 +8,12 @@ Tags (IMAGES tab): ``train/samples`` (once per run, after augmentation, with cla
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
-from src.callbacks.figures import confusion_figure, image_grid_figure
+from src.callbacks.report import confusion_figure, image_grid_figure
+from src.distributed import gather_objects
+from src.loggers import TensorBoardLogger
 
 
 class Mistakes:
@@ -45,10 +45,7 @@ class Mistakes:
 
     def gathered(self) -> "Mistakes":
         """All processes' mistakes (a collective: every rank calls it), the most confident ``keep`` of them."""
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return self
-        parts: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, (self.images, self.rows))
+        parts = gather_objects((self.images, self.rows))
         merged = Mistakes(self.keep)
         pairs = sorted(((r, i) for images, rows in parts for i, r in zip(images, rows, strict=True)),
                        key=lambda p: -p[0][0])[: self.keep]  # fmt: skip
@@ -70,9 +67,9 @@ class Dashboard(Callback):
         self.mistakes = Mistakes(mistakes)
 
     @staticmethod
-    def _experiment(trainer: Trainer) -> Any:
+    def _logger(trainer: Trainer) -> TensorBoardLogger | None:
         logger = trainer.logger
-        return logger.experiment if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero else None
+        return logger if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero else None
 
     def _draws(self, trainer: Trainer) -> bool:
         if trainer.sanity_checking:
@@ -85,15 +82,15 @@ class Dashboard(Callback):
         """The first batch of a run, after augmentation (this hook sees the batch on the device, augmented)."""
         if self.samples == 0 or batch_idx != 0 or trainer.global_step != 0:  # every step: the cheap tests first
             return
-        experiment = self._experiment(trainer)
-        if experiment is None:
+        logger = self._logger(trainer)
+        if logger is None:
             return
         images, labels = batch[0][: self.samples], batch[1][: self.samples]
         names = [pl_module.class_names[i] for i in labels.tolist()]
         figure = image_grid_figure(
             pl_module.preprocess.pixels(images), names, "training samples as the model sees them"
         )
-        experiment.add_figure("train/samples", figure, global_step=0, close=False)
+        logger.add_figure("train/samples", figure, 0)
 
     def _batch(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any) -> None:
         if self._draws(trainer) and isinstance(outputs, dict) and "probs" in outputs:
@@ -104,18 +101,18 @@ class Dashboard(Callback):
             return
         confusion = getattr(pl_module, f"{stage}_confusion").compute()  # every rank: synchronising collectives
         mistakes = self.mistakes.gathered()
-        experiment = self._experiment(trainer)
-        if experiment is None:
+        logger = self._logger(trainer)
+        if logger is None:
             return
         # The step of this epoch's scalars (the last training step: a resumed run purges everything after it).
-        names, step = pl_module.class_names, trainer.fit_loop.epoch_loop._batches_that_stepped
+        names, step = pl_module.class_names, trainer.global_step
         accuracy = (confusion.diag().sum() / confusion.sum().clamp(min=1)).item()
         title = f"{stage} epoch {trainer.current_epoch}: accuracy {accuracy:.4f}" if stage == "val" else "test"
-        experiment.add_figure(f"{stage}/confusion_matrix", confusion_figure(confusion, names, title), step, close=False)
+        logger.add_figure(f"{stage}/confusion_matrix", confusion_figure(confusion, names, title), step)
         if mistakes.rows:
             captions = [f"true {names[t]}\npred {names[p]} {c:.2f}" for c, t, p in mistakes.rows]
             figure = image_grid_figure(torch.stack(mistakes.images), captions, f"{stage}: most confident mistakes")
-            experiment.add_figure(f"{stage}/mistakes", figure, step, close=False)
+            logger.add_figure(f"{stage}/mistakes", figure, step)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.mistakes.reset()

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from src.distributed import gather_objects
 from src.errors import UserError
 
 
@@ -79,10 +79,7 @@ class PredictionWriter(BasePredictionWriter):
         part = [
             (i, p, None if targets is None else targets[n]) for n, (i, p) in enumerate(zip(indices, probs, strict=True))
         ]
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            parts: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, part)
-            part = [row for p in parts for row in p]
+        part = [row for p in gather_objects(part) for row in p]
         return {i: (p, t) for i, p, t in sorted(part, key=lambda row: row[0])}
 
     def write(self, rows: dict[int, tuple], out_dir: Path, class_names: Sequence[str],
