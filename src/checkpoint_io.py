@@ -3,6 +3,7 @@ holding every process's random generator states, so a resumed run continues exac
 
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,40 @@ def read_checkpoint(ckpt_path: str | Path, option: str = "--ckpt_path", template
             "Use a .ckpt written by `python -m src.train fit`."
         )
     return checkpoint
+
+
+def check_network_family(ckpt_path: str, hparams: dict, configured: Any) -> None:
+    """The network class a ``--config`` gives must be the checkpoint's: say so before anything runs."""
+    network = hparams.get("network")
+    if not (isinstance(network, dict) and configured is not None and hasattr(configured, "class_path")):
+        return
+    trained, given = str(network.get("class_path")), str(configured.class_path)
+    if trained != given:
+        run_dir = run_dir_of(ckpt_path)
+        own = run_dir / "config.yaml" if run_dir is not None else "the config it was trained with"
+        raise UserError(
+            f"--ckpt_path {ckpt_path} holds a {trained.rsplit('.', 1)[-1]} network but the --config gives "
+            f"{given.rsplit('.', 1)[-1]}: pass the run's own config ({own}) or that model's config."
+        )
+
+
+def apply_hparams(parser: Any, config: Any, ckpt_path: str, hparams: dict) -> Any:
+    """``config`` with the checkpoint's hyper-parameters as the model's arguments (a checkpoint is the model); ones
+    that do not parse (edited by hand, or from another version) are one line naming the key."""
+    hparams = {k: v for k, v in hparams.items() if k != "_instantiator"}
+    exit_on_error, parser.exit_on_error = parser.exit_on_error, False
+    try:
+        return parser.parse_object({config.subcommand: {"model": hparams}}, config)
+    except Exception as err:
+        key = re.search(r'[Kk]ey "(?:[a-z_]+\.)?model\.([^"]+)"', str(err))
+        value = re.search(r"class_path[ =]'([^']+)'", str(err))
+        raise UserError(
+            f"--ckpt_path {ckpt_path}: its hyper-parameter {key.group(1) if key else 'model'}"
+            f"{f' (class_path {value.group(1)})' if value else ''} does not rebuild a model of this template. "
+            "Use a checkpoint written by `python -m src.train fit`."
+        ) from None
+    finally:
+        parser.exit_on_error = exit_on_error
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

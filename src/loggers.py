@@ -1,4 +1,5 @@
-"""Lightning's TensorBoard logger, tuned to what someone opening ``tensorboard --logdir logs`` looks for.
+"""What a run writes into its directory: the saved config, and Lightning's TensorBoard logger tuned to what someone
+opening ``tensorboard --logdir logs`` looks for:
 
 - no ``epoch`` chart and no ``hp_metric = -1`` placeholder;
 - an HPARAMS table of readable knobs (network, optimiser, lr, batch size, data, augmentation; no internal keys, no
@@ -8,11 +9,16 @@
 
 import os
 from argparse import Namespace
+from pathlib import Path
 from typing import Any
 
+from lightning import LightningModule, Trainer
+from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams
+
+from src.errors import UserError
 
 #: The metrics of the HPARAMS table; values come from the run's own scalars of the same names.
 HPARAM_METRICS = ("val/acc_best", "test/acc")
@@ -50,6 +56,40 @@ def readable_hparams(params: dict[str, Any], prefix: str = "") -> dict[str, Any]
         elif not (os.sep in str(value) or str(value).endswith((".ckpt", ".pth", ".pt", ".npz", ".h5"))):
             flat[name] = str(value)
     return flat
+
+
+class RunConfig(SaveConfigCallback):
+    """``config.yaml`` for a training run; an evaluation of one of its checkpoints writes ``<stage>_config.yaml``
+    beside it, a resumed fit ``resume_config.yaml``. No saved config names a checkpoint: given back as
+    ``--config``, it must never decide which weights are evaluated."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        stage = getattr(stage, "value", stage)  # Lightning passes a str enum
+        if stage != "fit":
+            self.config_filename, self.overwrite = f"{stage}_config.yaml", True
+        if self.config.get("ckpt_path") is not None:
+            self.config = self.config.clone()
+            self.config.ckpt_path = None
+        super().setup(trainer, pl_module, stage)
+
+
+def check_writable(save_dir: str) -> None:
+    """A logs folder that cannot be written fails now, in one line, not after the data is prepared."""
+    existing = Path(save_dir).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is a file" if not existing.is_dir() else "is not writable"
+        raise UserError(
+            f"cannot write logs to --trainer.logger.init_args.save_dir {save_dir}: {existing} {problem}. "
+            "Pass a folder you can write to."
+        )
+
+
+def next_version(folder: Path) -> Path:
+    """``folder/version_<n>`` for the first unused n (as TensorBoardLogger numbers its runs)."""
+    taken = [int(p.name.split("_")[1]) for p in folder.glob("version_*") if p.name.split("_")[1].isdigit()]
+    return folder / f"version_{max(taken, default=-1) + 1}"
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):

@@ -1,11 +1,6 @@
-"""Command-line entry point: ``python -m src.train {fit,validate,test,predict,lr_find} --config configs/<model>.yaml``
-and ``python -m src.train export --ckpt_path CKPT``.
+"""``python -m src.train {fit,validate,test,predict,lr_find,export} --config configs/<model>.yaml``: every knob is a
+LightningCLI argument (``--print_config`` shows them); a flag always beats a config file, wherever it stands."""
 
-Every knob is a LightningCLI argument: ``--print_config`` shows them all, and any can be overridden on the command
-line (``--model.optimizer.lr 0.01``). A flag always beats a config file, wherever it stands on the line.
-"""
-
-import os
 import re
 import sys
 import warnings
@@ -15,22 +10,28 @@ from typing import Any, TextIO
 
 import torch
 from jsonargparse import Namespace, lazy_instance
-from lightning import LightningDataModule, LightningModule, Trainer
+from lightning import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from src.callbacks.dashboard import Dashboard
 from src.callbacks.predictions import PredictionWriter, check_top_k
 from src.callbacks.report import TestReport
-from src.checkpoint_io import AtomicCheckpointIO, RngState, read_checkpoint, run_dir_of
-from src.errors import UserError
-from src.loggers import TensorBoardLogger, readable_hparams
+from src.checkpoint_io import (
+    AtomicCheckpointIO,
+    RngState,
+    apply_hparams,
+    check_network_family,
+    read_checkpoint,
+    run_dir_of,
+)
+from src.errors import UserError, exception_chain, exit_if_user_error
+from src.loggers import RunConfig, TensorBoardLogger, check_writable, next_version, readable_hparams
 from src.models.classifier import ImageClassifier
 from src.models.finetuning import TransferFinetuning
-from src.trainer import ClassifierTrainer, check_range
+from src.trainer import ClassifierTrainer
 
 #: LightningCLI's subcommands plus the Trainer subclass's: each one's arguments not taken from the config.
 SUBCOMMANDS = {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
@@ -69,29 +70,6 @@ class QuietUsageParser(LightningArgumentParser):
         (file or sys.stdout).write(f"usage: {self.prog} --config CONFIG [--<section>.<key> VALUE ...]\n")
 
 
-class RunConfig(SaveConfigCallback):
-    """``config.yaml`` for a training run; an evaluation of one of its checkpoints writes ``<stage>_config.yaml``
-    beside it, a resumed fit ``resume_config.yaml``. No saved config names a checkpoint: given back as
-    ``--config``, it must never decide which weights are evaluated."""
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        stage = getattr(stage, "value", stage)  # Lightning passes a str enum
-        if stage != "fit":
-            self.config_filename, self.overwrite = f"{stage}_config.yaml", True
-        if self.config.get("ckpt_path") is not None:
-            self.config = self.config.clone()
-            self.config.ckpt_path = None
-        super().setup(trainer, pl_module, stage)
-
-
-def exception_chain(err: BaseException) -> list[BaseException]:
-    """``err`` and what it was raised from, outermost first (jsonargparse and Lightning wrap what they call)."""
-    chain = [err]
-    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
-        chain.append(chain[-1].__cause__ or chain[-1].__context__)  # type: ignore[arg-type]
-    return chain
-
-
 class ClassifierCLI(LightningCLI):
     """LightningCLI with the template's wiring: shapes from the data, best + last checkpoints, LR logging,
     evaluations logged into the checkpoint's own run, test report and TensorBoard images."""
@@ -105,8 +83,7 @@ class ClassifierCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
-        """Only the subcommand being run (each parser holds every argument: building all is slow); all of them
-        when none is named first (``--help``)."""
+        """Only the subcommand being run (building every parser is slow); all when none is named (``--help``)."""
         return {self.requested: SUBCOMMANDS[self.requested]} if self.requested else SUBCOMMANDS
 
     def _linked(self, attribute: str, data: LightningDataModule) -> Any:
@@ -120,28 +97,28 @@ class ClassifierCLI(LightningCLI):
         for attribute, target in LINKED.items():  # shapes come from the data; nobody types them twice
             compute = partial(self._linked, attribute)
             parser.link_arguments("data", f"model.{target}", compute_fn=compute, apply_on="instantiate")
+        baseline = "validate/test/predict the network's initial weights on purpose (a baseline)"
+        parser.add_argument("--untrained", type=bool, default=False, help=baseline)
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/acc",
-                "checkpoint.mode": "max",
-                "checkpoint.filename": "best-epoch{epoch:02d}-acc{val/acc:.4f}",
-                "checkpoint.auto_insert_metric_name": False,
-                # A resume re-running an epoch a killed run saved writes the same file, not a "-v1" copy.
-                "checkpoint.enable_version_counter": False,
-            }
-        )
         # save_last on a monitored checkpoint refreshes last.ckpt only when the score improves; an unmonitored
         # checkpoint saves every epoch, so last.ckpt is truly the latest.
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
-        parser.set_defaults({"last_checkpoint.filename": "last", "last_checkpoint.enable_version_counter": False})
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
-        parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
-        parser.add_lightning_class_args(PredictionWriter, "predictions")
-        parser.add_lightning_class_args(TestReport, "report")
-        parser.add_lightning_class_args(Dashboard, "dashboard")
-        parser.add_lightning_class_args(TransferFinetuning, "finetuning")  # a no-op for networks without backbone
-        parser.set_defaults({"trainer.logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="default")})
+        for section, callback in (
+            ("lr_monitor", LearningRateMonitor),
+            ("predictions", PredictionWriter),
+            ("report", TestReport),
+            ("dashboard", Dashboard),
+            ("finetuning", TransferFinetuning),
+        ):
+            parser.add_lightning_class_args(callback, section)  # finetuning: a no-op for networks without backbone
+        parser.set_defaults({
+            "checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.auto_insert_metric_name": False,
+            "checkpoint.filename": "best-epoch{epoch:02d}-acc{val/acc:.4f}", "last_checkpoint.filename": "last",
+            # A resume re-saving an epoch a killed run saved writes the same file, not a "-v1" copy.
+            "checkpoint.enable_version_counter": False, "last_checkpoint.enable_version_counter": False,
+            "lr_monitor.logging_interval": "epoch",
+            "trainer.logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="default"),
+        })  # fmt: skip
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         """Parse, then check the subcommand's inputs and read ``--ckpt_path`` before anything is built."""
@@ -154,72 +131,41 @@ class ClassifierCLI(LightningCLI):
         config = self.config[subcommand]
         ckpt_path = config.get("ckpt_path")
         if subcommand == "lr_find":
+            from src.lr_find import check_range
+
             check_range(config["min_lr"], config["max_lr"], config["num_training"])
-        if str((config.get("data") or {}).get("class_path", "")).endswith("FilesDataModule") and (
-            subcommand != "predict" or not ckpt_path
-        ):
+        files = str((config.get("data") or {}).get("class_path", "")).endswith("FilesDataModule")
+        if files and (subcommand != "predict" or not ckpt_path):
             raise UserError(
                 "--data configs/data/files.yaml classifies image files with a trained model: use it with "
                 "`predict --ckpt_path <run>/checkpoints/<best or last>.ckpt`."
             )
-        if subcommand in EVALUATING and not ckpt_path:
+        if subcommand in EVALUATING and not ckpt_path and not config.get("untrained"):
             raise UserError(
                 f"`{subcommand}` evaluates a trained model: pass --ckpt_path logs/<name>/version_<n>/checkpoints/"
-                "<best or last>.ckpt (train one first with `python -m src.train fit --config ...`)."
+                "<best or last>.ckpt (or --untrained true for a baseline of initial weights)."
             )
+        if config.get("untrained") and (ckpt_path or subcommand not in EVALUATING):
+            raise UserError(f"--untrained true evaluates initial weights: drop it (with {subcommand} --ckpt_path)")
+        if config.get("untrained"):
+            print(f"note: {subcommand} of an UNTRAINED network (--untrained true): a baseline, not a trained model")
         if ckpt_path in ("best", "last") and subcommand != "fit":
-            raise UserError(
-                f"--ckpt_path {ckpt_path} means the checkpoint of a fit in the same process; from the command line "
-                f"give its file, e.g. logs/<name>/version_<n>/checkpoints/last.ckpt."
-            )
+            raise UserError(f"--ckpt_path {ckpt_path} means the checkpoint of a fit in the same process; give its "
+                            "file, e.g. logs/<name>/version_<n>/checkpoints/last.ckpt.")  # fmt: skip
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):  # Lightning resolves these itself
             return
         checkpoint = read_checkpoint(ckpt_path)
         self.ckpt_hparams, self.ckpt_step = checkpoint["hyper_parameters"], checkpoint.get("global_step", 0)
-        self._check_network_family(ckpt_path)
-        self._apply_ckpt_hparams(ckpt_path)
+        if config.config:  # a --config for another network than the checkpoint's is a mix-up
+            check_network_family(ckpt_path, self.ckpt_hparams, (config.get("model") or {}).get("network"))
+        self.config = apply_hparams(self.parser, self.config, ckpt_path, self.ckpt_hparams)
         if subcommand == "predict" and "class_names" in self.ckpt_hparams:
             check_top_k(config["predictions"]["top_k"], self.ckpt_hparams["class_names"])
 
-    def _apply_ckpt_hparams(self, ckpt_path: str) -> None:
-        """The checkpoint's hyper-parameters become the model's arguments (a checkpoint is the model); one that
-        does not parse (edited by hand, or from another version) is one line naming the key."""
-        hparams = {k: v for k, v in (self.ckpt_hparams or {}).items() if k != "_instantiator"}
-        exit_on_error, self.parser.exit_on_error = self.parser.exit_on_error, False
-        try:
-            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
-        except Exception as err:
-            message = str(err)
-            key = re.search(r'[Kk]ey "(?:[a-z_]+\.)?model\.([^"]+)"', message)
-            value = re.search(r"class_path[ =]'([^']+)'", message)
-            shown = f" (class_path {value.group(1)})" if value else ""
-            raise UserError(
-                f"--ckpt_path {ckpt_path}: its hyper-parameter {key.group(1) if key else 'model'!s}{shown} does not "
-                "rebuild a model of this template. Use a checkpoint written by `python -m src.train fit`."
-            ) from None
-        finally:
-            self.parser.exit_on_error = exit_on_error
-
     def _parse_ckpt_path(self) -> None:
-        """Adapter (no public hook): LightningCLI 2.6 would read ``--ckpt_path`` a second time here and apply its
-        hyper-parameters, printing a jsonargparse error of many lines when they do not parse. ``parse_arguments``
-        has already done both, through the one checkpoint reader. Guarded by tests/test_cli.py."""
-
-    def _check_network_family(self, ckpt_path: str) -> None:
-        """A ``--config`` for another network than the checkpoint's is a mix-up: say so before anything runs."""
-        config = self.config[self.config["subcommand"]]
-        network = self.ckpt_hparams.get("network") if self.ckpt_hparams else None
-        configured = (config.get("model") or {}).get("network")
-        if not (isinstance(network, dict) and isinstance(configured, Namespace) and config.config):
-            return  # no --config: the checkpoint alone says what the model is
-        trained, given = str(network.get("class_path")), str(configured.get("class_path"))
-        if trained != given:
-            run_dir = run_dir_of(ckpt_path)
-            own = run_dir / "config.yaml" if run_dir is not None else "the config it was trained with"
-            raise UserError(
-                f"--ckpt_path {ckpt_path} holds a {trained.rsplit('.', 1)[-1]} network but the --config gives "
-                f"{given.rsplit('.', 1)[-1]}: pass the run's own config ({own}) or that model's config."
-            )
+        """Adapter (LightningCLI has no public hook): it would read ``--ckpt_path`` again here and apply its
+        hyper-parameters with an error of many lines; ``parse_arguments`` did both through the one checkpoint
+        reader. Guarded by tests/test_never_silently_wrong.py."""
 
     def before_instantiate_classes(self) -> None:
         """Where the run's files go: runs of a checkpoint into its own run directory (a resumed fit continues it,
@@ -247,8 +193,8 @@ class ClassifierCLI(LightningCLI):
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
     def instantiate_classes(self) -> None:
-        """A value the model, data or trainer refuses while being built (``--trainer.max_epochs -5``, a dropout of
-        1.5, ``--trainer.accelerator gpu`` without one) is a configuration mistake: say it in one line."""
+        """A value the model, data or trainer refuses while being built (``--trainer.max_epochs -5``) is a
+        configuration mistake: say it in one line."""
         try:
             super().instantiate_classes()
         except (ValueError, TypeError, IndexError, MisconfigurationException) as err:
@@ -276,11 +222,9 @@ class ClassifierCLI(LightningCLI):
             self.model.check_run_length(self.trainer.max_epochs, self.trainer.max_steps)
         trained, data = (self.ckpt_hparams or {}).get("class_names"), self.datamodule
         if data.class_names is not None and trained is not None and list(trained) != list(data.class_names):
-            raise UserError(
-                f"the checkpoint was trained on classes {list(trained)} but the data module "
-                f"{type(data).__name__} has {list(data.class_names)}. Pass the --data config the model was "
-                "trained with (it is saved as config.yaml in the run directory)."
-            )
+            raise UserError(f"the checkpoint was trained on classes {list(trained)} but the data module "
+                            f"{type(data).__name__} has {list(data.class_names)}. Pass the --data config the model "
+                            "was trained with (it is saved as config.yaml in the run directory).")  # fmt: skip
 
     def before_fit(self) -> None:
         """The HPARAMS table from the whole config (data, finetuning, epochs, seed), not just the model's."""
@@ -292,12 +236,12 @@ class ClassifierCLI(LightningCLI):
                         "seed": config.get("seed_everything")}  # fmt: skip
             self.trainer.logger.hparams_table = readable_hparams(sections)
 
-    def _at_checkpoint_step(self) -> None:
+    def before_test(self) -> None:
         """Evaluation metrics go into the run at the checkpoint's step, not at step 0 of its curves."""
         if isinstance(self.trainer.logger, TensorBoardLogger):
             self.trainer.logger.eval_step = self.ckpt_step
 
-    before_validate = before_test = _at_checkpoint_step
+    before_validate = before_test
 
     def after_fit(self) -> None:
         """Say where the run went: the best and last checkpoints are what ``test``/``predict`` need next."""
@@ -311,23 +255,10 @@ class ClassifierCLI(LightningCLI):
         print(f"run directory: {run_dir}")
 
 
-def check_writable(save_dir: str) -> None:
-    """A logs folder that cannot be written fails now, in one line, not after the data is prepared."""
-    existing = Path(save_dir).absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        problem = "is a file" if not existing.is_dir() else "is not writable"
-        raise UserError(
-            f"cannot write logs to --trainer.logger.init_args.save_dir {save_dir}: {existing} {problem}. "
-            "Pass a folder you can write to."
-        )
-
-
-def next_version(folder: Path) -> Path:
-    """``folder/version_<n>`` for the first unused n (as TensorBoardLogger numbers its runs)."""
-    taken = [int(p.name.split("_")[1]) for p in folder.glob("version_*") if p.name.split("_")[1].isdigit()]
-    return folder / f"version_{max(taken, default=-1) + 1}"
+CLI_OPTIONS: dict[str, Any] = {
+    "trainer_class": ClassifierTrainer, "subclass_mode_data": True, "seed_everything_default": 42,
+    "auto_configure_optimizers": False, "save_config_callback": RunConfig, "parser_class": QuietUsageParser,
+}  # fmt: skip
 
 
 def cli_main(
@@ -343,29 +274,11 @@ def cli_main(
 
             export_main(argv[1:])
             return None
-        return cli_class(
-            ImageClassifier,
-            LightningDataModule,
-            trainer_class=ClassifierTrainer,
-            subclass_mode_data=True,
-            seed_everything_default=42,
-            auto_configure_optimizers=False,
-            save_config_callback=RunConfig,
-            save_config_kwargs={"overwrite": False},
-            parser_class=QuietUsageParser,
-            args=argv,
-            run=run,
-        )
+        options = {**CLI_OPTIONS, "save_config_kwargs": {"overwrite": False}}  # its own: a resume changes it
+        return cli_class(ImageClassifier, LightningDataModule, args=argv, run=run, **options)
     except Exception as err:  # a UserError may come wrapped, e.g. by jsonargparse's instantiation
-        cause = next((e for e in exception_chain(err) if isinstance(e, UserError)), None)
-        if cause is None:
-            raise
-        message = str(cause)
-        if "Original Traceback" in message:  # raised in a DataLoader worker: its last line is the user's message
-            message = message.strip().splitlines()[-1].split("UserError: ", 1)[-1]
-        if getattr(rank_zero_only, "rank", 0) == 0:  # under DDP every process stops; one says why
-            print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        exit_if_user_error(err)
+        raise
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.trainer import BETA, debiased, steepest_descent
+from src.lr_find import BETA, debiased, steepest_descent
 
 SUGGESTION = re.compile(
     r"suggested learning rate: (\S+),.*\((\d+) batches.*\n.*: (\S+lr_find\.png)\n.*fit .* (--\S+) (\S+)"

@@ -33,8 +33,15 @@ def trained(run_cli) -> Path:
 def test_flags_win_over_config_files_wherever_they_stand() -> None:
     argv = ["test", "--ckpt_path", "a.ckpt", "--trainer.max_epochs=3", "--config", "run/config.yaml",
             "--data", "configs/data/mnist.yaml", "--data.batch_size", "8"]  # fmt: skip
-    assert config_files_first(argv) == ["test", "--config", "run/config.yaml", "--data", "configs/data/mnist.yaml",
-                                        "--ckpt_path", "a.ckpt", "--trainer.max_epochs=3", "--data.batch_size", "8"]  # fmt: skip
+    files = ["test", "--config", "run/config.yaml", "--data", "configs/data/mnist.yaml"]
+    assert config_files_first(argv) == [
+        *files,
+        "--ckpt_path",
+        "a.ckpt",
+        "--trainer.max_epochs=3",
+        "--data.batch_size",
+        "8",
+    ]
     assert config_files_first(["fit", "--config=a.yaml", "--model.optimizer.lr", "-1"]) == [
         "fit", "--config=a.yaml", "--model.optimizer.lr", "-1"]  # fmt: skip
 
@@ -70,6 +77,14 @@ def test_evaluating_without_a_checkpoint_is_refused(run_cli, capsys, tmp_path: P
     line = one_error_line(capsys, run_cli, subcommand, "cnn.yaml")
     assert f"`{subcommand}` evaluates a trained model: pass --ckpt_path" in line
     assert not (tmp_path / "logs").exists()
+
+
+def test_an_untrained_baseline_is_explicit_and_says_so(run_cli, capsys) -> None:
+    cli = run_cli("validate", "cnn.yaml", "--untrained=true")
+    assert "validate of an UNTRAINED network" in capsys.readouterr().out
+    assert float(cli.trainer.callback_metrics["val/acc"]) < 0.5  # what random weights give: not a trained model
+    line = one_error_line(capsys, run_cli, "fit", "cnn.yaml", "--untrained=true")
+    assert "--untrained true evaluates initial weights" in line
 
 
 def test_fit_without_a_logger_trains_into_a_run_directory(run_cli, tmp_path: Path) -> None:

@@ -44,7 +44,8 @@ def test_report_numbers_follow_from_a_known_confusion_matrix(run_cli, tmp_path: 
     train = np.arange(30) % 3
     np.savez(tmp_path / "train.npz", images=one_hot_images(list(train)), labels=train, class_names=np.array(CLASSES))
     cli = run_cli(
-        "test", "cnn.yaml", "--model.network=tests.test_report.ArgmaxNet", "--data", str(CONFIGS / "data/arrays.yaml"),
+        "test", "cnn.yaml", "--untrained=true",
+        "--model.network=tests.test_report.ArgmaxNet", "--data", str(CONFIGS / "data/arrays.yaml"),
         f"--data.path={tmp_path / 'train.npz'}", f"--data.test_path={tmp_path / 'test.npz'}",
     )  # fmt: skip
     printed = capsys.readouterr().out
