@@ -6,7 +6,7 @@
    metrics, logging) vs a plain PyTorch loop: same network, initialisation, batch size, optimiser and pre-loaded
    tensors. The FC net is the tight case: little compute per step, so any per-step overhead shows.
 
-    python -m benchmarks.fashion_mnist --data-dir ../shared/datasets
+    python -m benchmarks.fashion_mnist --data-dir DIR
 """
 
 import argparse
@@ -19,12 +19,12 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from lightning import Callback, LightningModule, Trainer
+from src.data.mnist import FashionMNISTDataModule
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.transforms import v2
 
 from src.data.base import whole_batch
-from src.data.mnist import FashionMNISTDataModule
 from src.train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +210,7 @@ def per_epoch_row(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="folder holding FashionMNIST/raw/")
     parser.add_argument("--repeats", type=int, default=3, help="best of N for each side, alternating the order")
     parser.add_argument("--configs", nargs="+", default=["cnn.yaml", "fc.yaml"], help="model configs to train")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """What each recipe knob buys on this machine: ``configs/fast.yaml``'s one epoch on Fashion-MNIST (its whole run, batch
 128), through the template, with one knob changed at a time; training-epoch time and test accuracy of the result.
 
-    python -m benchmarks.knobs --data-dir ../shared/datasets
+    python -m benchmarks.knobs --data-dir DIR
 
 Knobs: channels-last (on in fast.yaml, here also off), ``torch.compile``, ``bf16-mixed`` precision, and Lightning's
 ``EMAWeightAveraging`` (decay 0.99: the default 0.999 averages over more steps than this 422-step run has).
@@ -45,7 +45,7 @@ def run(data_dir: Path, overrides: list[str]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="folder holding FashionMNIST/raw/")
     args = parser.parse_args()
     results = {name: run(args.data_dir, overrides) for name, overrides in VARIANTS.items()}
     base = results[next(iter(VARIANTS))]["seconds"]

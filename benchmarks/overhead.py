@@ -8,7 +8,7 @@
 3. Where a template epoch's time goes beyond the network's own work: the time inside each callback's hooks and
    inside the model's training-metric updates (FC and CNN).
 
-    python -m benchmarks.overhead --data-dir ../shared/datasets
+    python -m benchmarks.overhead --data-dir DIR
 """
 
 import argparse
@@ -199,7 +199,7 @@ def progress_bar_row(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="folder holding FashionMNIST/raw/")
     parser.add_argument("--repeats", type=int, default=3, help="best of N for each side, alternating the order")
     parser.add_argument("--bar-config", default="fc.yaml", help="model config of the progress bar measurement")
     args = parser.parse_args()

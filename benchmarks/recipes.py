@@ -11,8 +11,8 @@
 (d) Start-up: ``python -m src.train fit`` until its first training step vs a plain script, from
     ``benchmarks.overhead``.
 
-    python -m benchmarks.recipes --data-dir ../shared/datasets            # all four, about 30 minutes
-    python -m benchmarks.recipes --data-dir ../shared/datasets --parts cd # one part or several
+    python -m benchmarks.recipes --data-dir DIR            # all four, about 30 minutes
+    python -m benchmarks.recipes --data-dir DIR --parts cd # one part or several
 """
 
 import argparse
@@ -50,8 +50,8 @@ def fit_command(config: str, data_dir: Path, run_dir: str, *overrides: str) -> l
 def test_accuracy(checkpoint: Path, data_dir: Path) -> float:
     """Test accuracy of a checkpoint on the 10k Fashion-MNIST test images (its own preprocessing and TTA)."""
     import torch
-
     from src.data.mnist import FashionMNISTDataModule
+
     from src.models.classifier import ImageClassifier
 
     dm = FashionMNISTDataModule(data_dir=str(data_dir), download=False)
@@ -144,9 +144,9 @@ def plain_fast(data_dir: Path, max_epochs: int, budget_s: float, start: float) -
     smoothing, epochs) and batch size 128 as its header says: channels-last, weight decay except on 1-D parameters,
     OneCycle stepped per batch, on the same uint8 tensors and 54k/6k train/val split (no validation here)."""
     import torch
+    from src.data.mnist import FashionMNISTDataModule
     from torch.nn import functional as F
 
-    from src.data.mnist import FashionMNISTDataModule
     from src.models.networks import ResNet
 
     model = fast_config()["model"]
@@ -237,7 +237,7 @@ def rows(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="folder holding FashionMNIST/raw/")
     parser.add_argument("--parts", default="abcd", help="which parts to run, e.g. abcd, a, cd")
     parser.add_argument("--seed-budget", type=float, default=300.0, help="seconds the seed tutorial may train")
     parser.add_argument("--repeats", type=int, default=3, help="(c), (d): best of N, alternating the order")
