@@ -1,28 +1,25 @@
-"""The Python API: a checkpoint in, class names and probabilities out (the seed tutorials' ``predict(inputs, topk)``).
+"""The Python API: a checkpoint (or its ONNX export) in, class names and probabilities out.
 
     from src.predict import Predictor
-    predictor = Predictor.from_checkpoint("logs/cnn/version_0/checkpoints/last.ckpt")
+    predictor = Predictor.from_checkpoint("logs/cnn/version_0/checkpoints/last.ckpt")  # or .from_onnx(export dir)
     for p in predictor.predict(["shoe.jpg", "photos/"], top_k=3):
         print(p.source, p.classes, p.probs)
 
-Images may be file paths (a file, a folder searched recursively, a glob), PIL images, NumPy arrays or tensors
-(H x W, H x W x C or C x H x W; a 4-D array is a batch; uint8, uint16 or [0, 1] floats), of any size and channel
-count: the model's own preprocessing converts them to what it was trained on.
-``Predictor.from_onnx("logs/cnn/version_0/export")`` does the same with an ONNX export (``src.export``).
+Images: file paths (a file, a folder searched recursively, a glob), PIL images, NumPy arrays or tensors (H x W,
+H x W x C or C x H x W; 4-D: a batch; uint8, uint16 or [0, 1] floats) of any size and channel count.
 """
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from src.callbacks.predictions import check_top_k
+from src.callbacks.evaluation import check_top_k
 from src.data.images import find_images, pil_to_uint8, read_image
-from src.models.classifier import ImageClassifier
+from src.models.classifier import ImageClassifier, probabilities
 
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
 
@@ -42,15 +39,8 @@ class Prediction:
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> ImageClassifier:
-    """A checkpoint of this template as an ``ImageClassifier`` in eval mode.
-
-    Unpickling is weights-only (no code in the file runs), and nothing else is read: no data, no config, no
-    pretrained weights file or download (the checkpoint holds every weight).
-    """
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    model = ImageClassifier.load_from_checkpoint(checkpoint, map_location=device, weights_only=True)
-    return model.eval()
+    """A checkpoint of this template in eval mode (``ImageClassifier.from_checkpoint``: only the file is read)."""
+    return ImageClassifier.from_checkpoint(checkpoint, device=device)
 
 
 def _array_to_chw(x: torch.Tensor) -> torch.Tensor:
@@ -61,10 +51,8 @@ def _array_to_chw(x: torch.Tensor) -> torch.Tensor:
         x = x.permute(2, 0, 1)
     if x.dim() != 3:
         raise ValueError(f"an image must be (H, W), (H, W, C) or (C, H, W), got shape {tuple(x.shape)}")
-    if x.dtype == torch.uint16 or x.dtype == torch.int32:
+    if x.dtype in (torch.uint16, torch.int32):
         return x.float() / 65535
-    if x.dtype == torch.bool:
-        return x.float()
     return x if x.dtype == torch.uint8 else x.float()
 
 
@@ -78,7 +66,7 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device | None = None) -> "Predictor":
-        """Load a checkpoint safely (see ``load_model``)."""
+        """A checkpoint of this template (see ``load_model``)."""
         return cls(load_model(checkpoint), device)
 
     @classmethod
@@ -113,22 +101,23 @@ class Predictor:
 
     def probabilities(self, images: ImageLike | Iterable[ImageLike], batch_size: int = 64) -> torch.Tensor:
         """(N, num_classes) class probabilities, in input order (folders expanded in sorted order)."""
-        return self._probabilities(self._images(images), batch_size)[1]
+        return self._sources_and_probabilities(images, batch_size)[1]
 
-    def _probabilities(self, items: Sequence[tuple[str, torch.Tensor]], batch_size: int) -> tuple[list[str], Any]:
-        chunks = []
-        for start in range(0, len(items), batch_size):
-            batch = [image.to(self.device) for _, image in items[start : start + batch_size]]
-            with torch.no_grad():
-                chunks.append(self.model._probs(self.model(batch)).cpu())
-        return [source for source, _ in items], torch.cat(chunks)
+    def _sources_and_probabilities(self, images: ImageLike | Iterable[ImageLike], batch_size: int) -> tuple:
+        sources, tensors = zip(*self._images(images), strict=True)
+        with torch.no_grad():
+            chunks = [
+                self.model([x.to(self.device) for x in tensors[i : i + batch_size]])
+                for i in range(0, len(tensors), batch_size)
+            ]
+        return list(sources), probabilities(torch.cat(chunks)).cpu()
 
     def predict(
         self, images: ImageLike | Iterable[ImageLike], top_k: int = 3, batch_size: int = 64
     ) -> list[Prediction]:
         """The ``top_k`` classes of every image, most probable first."""
         check_top_k(top_k, self.class_names)
-        sources, probs = self._probabilities(self._images(images), batch_size)
+        sources, probs = self._sources_and_probabilities(images, batch_size)
         values, classes = probs.topk(top_k, dim=1)
         return [
             Prediction(source, [self.class_names[c] for c in cs], ps)

@@ -17,20 +17,12 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from src.callbacks.dashboard import Dashboard
-from src.callbacks.predictions import PredictionWriter, check_top_k
-from src.callbacks.report import TestReport
-from src.checkpoint_io import (
-    AtomicCheckpointIO,
-    RngState,
-    apply_hparams,
-    check_network_family,
-    read_checkpoint,
-    run_dir_of,
-)
+from src.callbacks.evaluation import PredictionWriter, TestReport, check_top_k
 from src.errors import UserError, exception_chain, exit_if_user_error
 from src.loggers import RunConfig, TensorBoardLogger, check_writable, next_version, readable_hparams
 from src.models.classifier import ImageClassifier
 from src.models.finetuning import TransferFinetuning
+from src.resume import AtomicCheckpointIO, RngState
 from src.trainer import ClassifierTrainer
 
 #: LightningCLI's subcommands plus the Trainer subclass's: each one's arguments not taken from the config.
@@ -154,6 +146,8 @@ class ClassifierCLI(LightningCLI):
                             "file, e.g. logs/<name>/version_<n>/checkpoints/last.ckpt.")  # fmt: skip
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):  # Lightning resolves these itself
             return
+        from src.checkpoint_io import apply_hparams, check_network_family, read_checkpoint  # a checkpoint is given
+
         checkpoint = read_checkpoint(ckpt_path)
         self.ckpt_hparams, self.ckpt_step = checkpoint["hyper_parameters"], checkpoint.get("global_step", 0)
         if config.config:  # a --config for another network than the checkpoint's is a mix-up
@@ -178,7 +172,11 @@ class ClassifierCLI(LightningCLI):
         logger = trainer.get("logger")
         init = (logger.get("init_args") or {}) if isinstance(logger, Namespace) else {}
         check_writable(init.get("save_dir") or "logs")
-        run_dir = run_dir_of(self.config[subcommand]["ckpt_path"]) if self.ckpt_hparams is not None else None
+        run_dir = None
+        if self.ckpt_hparams is not None:
+            from src.checkpoint_io import run_dir_of
+
+            run_dir = run_dir_of(self.config[subcommand]["ckpt_path"])
         if logger in (None, False) and trainer.get("default_root_dir") is None:
             trainer.default_root_dir = str(run_dir or next_version(Path("logs", "no_logger")))
         elif subcommand == "lr_find" and trainer.get("default_root_dir") is None:

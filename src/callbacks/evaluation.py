@@ -1,13 +1,11 @@
-"""Writes ``predict`` results to ``predictions.csv`` and ``predictions.json``, with class names, top-k sorted."""
+"""What ``test`` and ``predict`` write: the test report and the prediction files, from all processes, once."""
 
-import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning import LightningModule, Trainer
+from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from src.distributed import gather_objects
@@ -20,18 +18,6 @@ def check_top_k(top_k: int, class_names: Sequence[str]) -> None:
         raise UserError(
             f"--predictions.top_k {top_k}: the model knows {len(class_names)} classes; use 1..{len(class_names)}."
         )
-
-
-def top_k_columns(probs: torch.Tensor, class_names: Sequence[str], top_k: int) -> list[dict[str, Any]]:
-    """``[{"top1": name, "top1_prob": p, "top2": ...}, ...]``: one dict per row of ``probs``, most probable first."""
-    values, classes = probs.float().topk(top_k, dim=1)
-    rows = []
-    for cs, ps in zip(classes.tolist(), values.tolist(), strict=True):
-        row: dict[str, Any] = {}
-        for i, (c, p) in enumerate(zip(cs, ps, strict=True), 1):
-            row[f"top{i}"], row[f"top{i}_prob"] = class_names[c], p
-        rows.append(row)
-    return rows
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -72,7 +58,10 @@ class PredictionWriter(BasePredictionWriter):
         out_dir = Path(self.output_dir) if self.output_dir else Path(trainer.log_dir or ".")  # broadcasts
         if not trainer.is_global_zero:
             return
-        self.path = self.write(rows, out_dir, pl_module.class_names, getattr(trainer.datamodule, "paths", None))
+        from src.reports import write_predictions  # only a predict run writes them
+
+        paths = getattr(trainer.datamodule, "paths", None)
+        self.path = write_predictions(rows, out_dir, pl_module.class_names, self.top_k, paths)
 
     def _gather(self, indices: list[int], probs: torch.Tensor, targets: list[int] | None) -> dict[int, tuple]:
         """``{index: (probs, target)}`` over all processes (a sampler may repeat an index to even out ranks)."""
@@ -82,24 +71,25 @@ class PredictionWriter(BasePredictionWriter):
         part = [row for p in gather_objects(part) for row in p]
         return {i: (p, t) for i, p, t in sorted(part, key=lambda row: row[0])}
 
-    def write(self, rows: dict[int, tuple], out_dir: Path, class_names: Sequence[str],
-              paths: Sequence[Path] | None) -> Path:  # fmt: skip
-        """``predictions.csv`` and ``predictions.json`` in ``out_dir``; returns the CSV's path."""
-        probs = torch.stack([p for p, _ in rows.values()])
-        top = top_k_columns(probs, class_names, self.top_k)
-        records = []
-        for (index, (_, target)), columns in zip(rows.items(), top, strict=True):
-            first = {"path": str(paths[index])} if paths is not None else {"index": index}
-            if paths is None and target is not None:
-                first["target"] = class_names[target]
-            records.append(first | columns)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        csv_path = out_dir / "predictions.csv"
-        with csv_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(records[0]))
-            writer.writeheader()
-            for record in records:
-                writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in record.items()})
-        (out_dir / "predictions.json").write_text(json.dumps(records, indent=1) + "\n")
-        print(f"Wrote {len(records)} predictions to {csv_path} and predictions.json")
-        return csv_path
+
+class TestReport(Callback):
+    """After ``test``: the report files in the run directory and the per-class table on the console."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        """
+        Args:
+            enabled: write ``test_report.{csv,json}`` and ``confusion_matrix.{csv,png}`` and print the table.
+        """
+        self.enabled = enabled
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.enabled:
+            return
+        confusion = pl_module.test_confusion.compute()  # every rank: a synchronising collective
+        run_dir = Path(trainer.log_dir or ".")  # every rank: trainer.log_dir broadcasts
+        if not trainer.is_global_zero:
+            return
+        from src.reports import format_report, write_report  # only a test run writes them
+
+        report = write_report(run_dir, confusion, pl_module.class_names)
+        print(f"\n{format_report(report)}\nreport: {run_dir / 'test_report.csv'} (and .json, confusion_matrix.*)")
