@@ -19,12 +19,12 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from lightning import Callback, LightningModule, Trainer
-from src.data.mnist import FashionMNISTDataModule
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.transforms import v2
 
 from src.data.base import whole_batch
+from src.data.torchvision_datasets import FashionMNISTDataModule
 from src.train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -58,7 +58,7 @@ def startup(data_dir: Path, repeats: int = 3) -> dict[str, Any]:
     """Seconds from process start to the first training step: the template's CLI vs the plain script, fresh
     processes, alternating which runs first, best of ``repeats``. Also the template's phases (of its best run) and
     the import times of both sides and of Lightning alone (the floor under any Lightning template)."""
-    from src.data.mnist import FashionMNISTDataModule  # here: only the benchmark process needs it
+    from src.data.torchvision_datasets import FashionMNISTDataModule  # here: only the benchmark process needs it
 
     dm = FashionMNISTDataModule(data_dir=str(data_dir))
     dm.prepare_data()  # the files the template reads (extracted from the archives once): the plain script reads them

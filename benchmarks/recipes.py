@@ -50,8 +50,8 @@ def fit_command(config: str, data_dir: Path, run_dir: str, *overrides: str) -> l
 def test_accuracy(checkpoint: Path, data_dir: Path) -> float:
     """Test accuracy of a checkpoint on the 10k Fashion-MNIST test images (its own preprocessing and TTA)."""
     import torch
-    from src.data.mnist import FashionMNISTDataModule
 
+    from src.data.torchvision_datasets import FashionMNISTDataModule
     from src.models.classifier import ImageClassifier
 
     dm = FashionMNISTDataModule(data_dir=str(data_dir), download=False)
@@ -110,7 +110,7 @@ def seed_tutorial(data_dir: Path, max_epochs: int, budget_s: float, start: float
             x = self.pool(F.relu(self.conv2(x)))
             return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x.view(-1, 16 * 4 * 4))))))
 
-    from src.data.mnist import FashionMNISTDataModule
+    from src.data.torchvision_datasets import FashionMNISTDataModule
 
     dm = FashionMNISTDataModule(data_dir=str(data_dir), download=False)
     dm.prepare_data()  # torchvision reads the extracted idx files: the template extracts them once (from the .gz)
@@ -144,9 +144,9 @@ def plain_fast(data_dir: Path, max_epochs: int, budget_s: float, start: float) -
     smoothing, epochs) and batch size 128 as its header says: channels-last, weight decay except on 1-D parameters,
     OneCycle stepped per batch, on the same uint8 tensors and 54k/6k train/val split (no validation here)."""
     import torch
-    from src.data.mnist import FashionMNISTDataModule
     from torch.nn import functional as F
 
+    from src.data.torchvision_datasets import FashionMNISTDataModule
     from src.models.networks import ResNet
 
     model = fast_config()["model"]

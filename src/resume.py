@@ -43,26 +43,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
         if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
             directory = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            os.fsync(directory)
+            os.close(directory)
 
 
 def rng_states() -> dict[str, Any]:
-    """This process's torch, CUDA, NumPy and Python generator states as tensors and plain numbers, so a checkpoint
-    holding them still loads with ``torch.load(weights_only=True)`` (no pickled NumPy arrays)."""
+    """This process's torch, CUDA, NumPy and Python generator states as tensors and plain numbers (a checkpoint
+    holding them still loads with ``weights_only=True``)."""
     _, key, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {
-            "key": torch.from_numpy(key.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+        "numpy": [torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [version, list(internal), gauss_next],
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state()  # this process's device
@@ -72,10 +65,10 @@ def rng_states() -> dict[str, Any]:
 def set_rng_states(states: dict[str, Any]) -> None:
     """Restore what ``rng_states`` returned."""
     torch.set_rng_state(states["torch"])
-    n = states["numpy"]
-    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    p = states["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+    key, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state(states["cuda"])
 

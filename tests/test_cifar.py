@@ -9,8 +9,8 @@ import torch
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import calculate_md5
 
-from src.data import base as data_base
-from src.data.cifar import CIFAR10DataModule
+from src.data import torchvision_datasets as data_tv
+from src.data.torchvision_datasets import CIFAR10DataModule
 from src.errors import UserError
 from tests.conftest import CIFAR10_CLASSES
 
@@ -38,7 +38,7 @@ def test_verified_archive_is_extracted_into_data_not_beside_it(
     with tarfile.open(shared / CIFAR10.filename, "w:gz") as tar:
         tar.add(fake_cifar10 / CIFAR10.base_folder, arcname=CIFAR10.base_folder)
     monkeypatch.setattr(CIFAR10, "tgz_md5", calculate_md5(str(shared / CIFAR10.filename)))
-    monkeypatch.setattr(data_base, "EXTRACT_DIR", tmp_path / "data")
+    monkeypatch.setattr(data_tv, "EXTRACT_DIR", tmp_path / "data")
     dm = CIFAR10DataModule(data_dir=str(shared), download=False)
     dm.prepare_data()
     dm.setup("fit")

@@ -7,7 +7,8 @@ import pytest
 import torch
 from lightning import Trainer, seed_everything
 
-from src.data.image_folder import ImageFiles, ImageFolderDataModule
+from src.data.image_folder import ImageFolderDataModule
+from src.data.images import ImageFiles
 from src.errors import UserError
 from src.models.classifier import ImageClassifier
 from tests.conftest import CONFIGS
@@ -122,6 +123,7 @@ def test_statistics_come_from_the_same_capped_sample_in_both_modes(
     memory = ImageFolderDataModule(data_dir=str(image_folder), in_memory=True)
     stream = ImageFolderDataModule(data_dir=str(image_folder), in_memory=False)
     assert (memory.mean, memory.std) == (stream.mean, stream.std)
-    every = (memory._splits["train"][0].float() / 255).mean(dim=(0, 2, 3)).tolist()
+    memory.setup("fit")
+    every = (memory.train_set.tensors[0].float() / 255).mean(dim=(0, 2, 3)).tolist()
     assert memory.mean != pytest.approx(every, abs=1e-6), "measured on the sample, not the whole split"
     assert memory.mean == pytest.approx(every, abs=0.1)

@@ -1,4 +1,4 @@
-"""Real Fashion-MNIST from ../shared/datasets (skipped when absent): train briefly, then test in a new process."""
+"""Real Fashion-MNIST from the shared datasets (skipped when absent): train briefly, then test in a new process."""
 
 import subprocess
 import sys

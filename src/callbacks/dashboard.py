@@ -87,25 +87,21 @@ class Mistakes:
         """``pixels`` maps the chosen raw images to [0, 1] floats as the model sees them (only those are copied)."""
         confidence, predicted = probs.max(1)
         wrong = (predicted != targets).nonzero().flatten()
-        if not len(wrong) or self.keep == 0:
-            return
-        threshold = min((r[0] for r in self.rows), default=-1.0) if len(self.rows) >= self.keep else -1.0
         best = wrong[confidence[wrong].argsort(descending=True)[: self.keep]]
-        best = best[confidence[best] > threshold]
-        if not len(best):
-            return
-        self.images += list(pixels(images[best]).cpu())
-        self.rows += list(zip(confidence[best].tolist(), targets[best].tolist(), predicted[best].tolist(), strict=True))
-        order = sorted(range(len(self.rows)), key=lambda i: -self.rows[i][0])[: self.keep]
-        self.images, self.rows = [self.images[i] for i in order], [self.rows[i] for i in order]
+        rows = zip(confidence[best].tolist(), targets[best].tolist(), predicted[best].tolist(), strict=True)
+        self.merge([self.rows, list(rows)], [self.images, list(pixels(images[best]).cpu()) if len(best) else []])
+
+    def merge(self, rows: list[list], images: list[list]) -> None:
+        """Keep the most confident ``keep`` of several lists of mistakes."""
+        pairs = [pair for r, i in zip(rows, images, strict=True) for pair in zip(r, i, strict=True)]
+        pairs = sorted(pairs, key=lambda pair: -pair[0][0])[: self.keep]
+        self.rows, self.images = [r for r, _ in pairs], [i for _, i in pairs]
 
     def gathered(self) -> "Mistakes":
         """All processes' mistakes (a collective: every rank calls it), the most confident ``keep`` of them."""
-        parts = gather_objects((self.images, self.rows))
+        parts = gather_objects((self.rows, self.images))
         merged = Mistakes(self.keep)
-        pairs = sorted(((r, i) for images, rows in parts for i, r in zip(images, rows, strict=True)),
-                       key=lambda p: -p[0][0])[: self.keep]  # fmt: skip
-        merged.rows, merged.images = [r for r, _ in pairs], [i for _, i in pairs]
+        merged.merge([r for r, _ in parts], [i for _, i in parts])
         return merged
 
 

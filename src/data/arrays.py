@@ -11,31 +11,37 @@ from typing import Any
 import numpy as np
 import torch
 
-from src.data.base import MeasuredImageDataModule
+from src.data.base import ImageDataModule
 from src.errors import UserError
 
 
-def _read_arrays(path: Path, images_key: str, labels_key: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+def read_arrays(path: Path, images_key: str, labels_key: str) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """uint8 (N, C, H, W) images, int64 labels and the ``class_names`` array if the file has one."""
     if not path.is_file():
         raise UserError(f"array file not found: {path}. Give a .npz or .h5/.hdf5 file.")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as arrays:
-            keys, get = list(arrays.keys()), arrays.__getitem__
-            found = {k: get(k) for k in (images_key, labels_key, "class_names") if k in keys}
+        arrays = np.load(path, allow_pickle=False)
     elif path.suffix in (".h5", ".hdf5"):
         import h5py
 
-        with h5py.File(path, "r") as arrays:
-            keys = list(arrays.keys())
-            found = {k: arrays[k][()] for k in (images_key, labels_key, "class_names") if k in keys}
+        arrays = h5py.File(path, "r")
     else:
         raise UserError(f"{path}: unsupported array file; use .npz, .h5 or .hdf5.")
+    with arrays:
+        keys = list(arrays.keys())
+        found = {k: np.asarray(arrays[k]) for k in (images_key, labels_key, "class_names") if k in keys}
     missing = [k for k in (images_key, labels_key) if k not in found]
     if missing:
         raise UserError(f"{path} has no array {missing[0]!r} (it has {keys}); set --data.images_key/labels_key.")
-    names = found.get("class_names")
+    images, labels, names = found[images_key], found[labels_key], found.get("class_names")
+    if len(images) != len(labels):
+        raise UserError(f"{path}: {len(images)} images but {len(labels)} labels; give exactly one label per image.")
+    if len(images) == 0:
+        raise UserError(f"{path}: the images array is empty; it needs at least one image per class.")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"{path}: labels must be integers 0..num_classes-1, got dtype {labels.dtype}.")
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None else None
-    return found[images_key], found[labels_key], names
+    return _to_uint8_nchw(images, path), torch.from_numpy(labels.astype(np.int64)).flatten(), names
 
 
 def _check_pixel_values(images: np.ndarray, path: Path) -> None:
@@ -78,7 +84,7 @@ def _to_uint8_nchw(images: np.ndarray, path: Path) -> torch.Tensor:
     return x.to(torch.uint8).contiguous()
 
 
-class ArrayDataModule(MeasuredImageDataModule):
+class ArrayDataModule(ImageDataModule):
     """Arrays in a file (and optionally a separate test file); statistics measured on the training split."""
 
     def __init__(
@@ -100,27 +106,15 @@ class ArrayDataModule(MeasuredImageDataModule):
             label_names: one name per class (label order); default: the file's ``class_names`` array, else "0",
                 "1", ... (not called ``class_names``: that name is the model's, linked from ``self.class_names``).
             test_split: fraction of ``path`` held out as test when there is no ``test_path`` (stratified).
-            **kwargs: batch size, workers, val split and seed: see ``ImageDataModule``.
+            **kwargs: batch size, workers, val split, seed and augmentation: see ``ImageDataModule``.
         """
         self.path, self.test_path = Path(path), Path(test_path) if test_path else None
         self.images_key, self.labels_key, self.test_split = images_key, labels_key, test_split
-        images, labels, file_names = _read_arrays(self.path, images_key, labels_key)
-        self._images, self._labels = self._check(images, labels, self.path)
-        self.class_names = list(label_names or file_names or range(int(self._labels.max()) + 1))
-        self.class_names = [str(n) for n in self.class_names]
+        self._images, self._labels, file_names = read_arrays(self.path, images_key, labels_key)
+        self.class_names = [str(n) for n in label_names or file_names or range(int(self._labels.max()) + 1)]
         self._check_labels(self._labels, self.path)
         self.input_shape = tuple(self._images.shape[1:])
-        super().__init__(data_dir=str(self.path.parent), **kwargs)
-
-    @staticmethod
-    def _check(images: np.ndarray, labels: np.ndarray, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        if len(images) != len(labels):
-            raise UserError(f"{path}: {len(images)} images but {len(labels)} labels; give exactly one label per image.")
-        if len(images) == 0:
-            raise UserError(f"{path}: the images array is empty; it needs at least one image per class.")
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise UserError(f"{path}: labels must be integers 0..num_classes-1, got dtype {labels.dtype}.")
-        return _to_uint8_nchw(images, path), torch.from_numpy(labels.astype(np.int64)).flatten()
+        super().__init__(**kwargs)
 
     def _check_labels(self, labels: torch.Tensor, path: Path) -> None:
         bad = labels[(labels < 0) | (labels >= len(self.class_names))]
@@ -132,12 +126,9 @@ class ArrayDataModule(MeasuredImageDataModule):
             )
 
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        if self.test_path is not None:
-            images, labels, _ = _read_arrays(self.test_path, self.images_key, self.labels_key)
-            test = self._check(images, labels, self.test_path)
-            self._check_labels(test[1], self.test_path)
-            rest = (self._images, self._labels)
-        else:
-            rest, test = self.split(self._images, self._labels, self.test_split, "--data.test_split", reserve=1)
-        train, val = self.split(*rest, self.val_split)
-        return {"train": train, "val": val, "test": test}
+        if self.test_path is None:
+            train, test = self.split(self._images, self._labels, self.test_split, "--data.test_split", reserve=1)
+            return {"train": train, "test": test}
+        *test, _ = read_arrays(self.test_path, self.images_key, self.labels_key)
+        self._check_labels(test[1], self.test_path)
+        return {"train": (self._images, self._labels), "test": tuple(test)}

@@ -1,10 +1,8 @@
 """Training-only augmentation of whole batches on the batch's device, with its own random draw for every image.
 
-torchvision's v2 transforms, given a (B, C, H, W) batch, draw ONE set of random parameters for the whole batch
-(documented: "randomized transformations will apply the same transformation to all the images of a given batch";
-pytorch/vision#2929). That would flip or shift every image of a batch together. Here the three classic
-augmentations (random crop with padding, horizontal flip, rotation) become one affine map per image, applied to
-the batch by a single ``grid_sample``: cheap on a CPU and on a GPU, and no per-sample Python loop.
+torchvision's v2 transforms draw ONE set of random parameters for a whole (B, C, H, W) batch (pytorch/vision#2929):
+every image would be flipped or shifted together. Here crop, flip and rotation become one affine map per image,
+applied by a single ``grid_sample``: cheap on a CPU and a GPU, no per-sample Python loop.
 """
 
 import math
@@ -18,11 +16,10 @@ from torchvision.transforms import v2
 class BatchAugment(nn.Module):
     """Random crop with zero padding, horizontal flip and rotation, drawn independently for every image.
 
-    ``crop_padding=p`` equals ``v2.RandomCrop(size, padding=p)`` (pad ``p`` black pixels on each side, crop back
-    to the original size at a random offset), i.e. a random shift of ``-p..p`` whole pixels with a black fill;
-    without rotation, pixels are copied exactly (nearest sampling on whole-pixel shifts). ``rotation=d`` rotates
-    by a uniform angle in ``[-d, d]`` degrees about the centre (bilinear, black corners), like
-    ``v2.RandomRotation(d)``. Input: uint8 or [0, 1] float batches; output: float32 in [0, 1].
+    ``crop_padding=p`` equals ``v2.RandomCrop(size, padding=p)``: a random shift of ``-p..p`` whole pixels with a
+    black fill (pixels copied exactly without rotation). ``rotation=d``: a uniform angle in ``[-d, d]`` degrees
+    about the centre (bilinear, black corners), like ``v2.RandomRotation(d)``. uint8 or [0, 1] float batches in,
+    float32 in [0, 1] out.
     """
 
     def __init__(self, crop_padding: int = 0, hflip: bool = False, rotation: float = 0.0) -> None:

@@ -5,34 +5,15 @@ size and mode are decoded like training images (EXIF orientation, palette/RGBA/1
 the channels and size the model was trained on.
 """
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import torch
 from lightning import LightningDataModule
 from lightning.fabric.utilities.data import suggested_max_num_workers
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from src.data.base import check_loader_args
-from src.data.images import check_readable, find_images, read_image
+from src.data.images import ImageFiles, find_images, readable
 from src.errors import UserError
-
-
-class ImageFilesForPrediction(Dataset):
-    """``{"image": uint8 (C, H, W) at the model's channels and size, "index": position in the file list}``."""
-
-    def __init__(self, paths: list[Path], channels: int, size: tuple[int, int]) -> None:
-        self.paths, self.channels, self.size = paths, channels, size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.paths[index]
-        try:
-            return {"image": read_image(path, self.channels, self.size), "index": torch.tensor(index)}
-        except OSError as err:  # a truncated file passes the header check and is only found here
-            raise UserError(f"cannot read image {path} ({err}). Remove it or fix it.") from None
 
 
 class FilesDataModule(LightningDataModule):
@@ -55,16 +36,16 @@ class FilesDataModule(LightningDataModule):
         super().__init__()
         check_loader_args(batch_size, num_workers)
         self.paths = find_images(path)
-        check_readable(self.paths)  # an unreadable image stops here, named, before any run directory exists
+        readable(self.paths)  # an unreadable image stops here, named, before any run directory exists
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.dataset: ImageFilesForPrediction | None = None
+        self.dataset: ImageFiles | None = None
 
     def setup(self, stage: str) -> None:
         """Runs on every process once the model is attached: decode to the model's own channels and size."""
         if stage != "predict":
             raise UserError("--data FilesDataModule only predicts: use `predict --ckpt_path CKPT`.")
         spec = self.trainer.lightning_module.input_spec
-        self.dataset = ImageFilesForPrediction(self.paths, spec.channels, spec.size)
+        self.dataset = ImageFiles(self.paths, spec.channels, spec.size)
 
     def predict_dataloader(self) -> DataLoader:
         workers = self.num_workers

@@ -1,17 +1,18 @@
-"""Image files in, uint8 tensors out: one decoder for training folders, prediction on files and the Python API.
+"""Image files in, uint8 tensors out: the one decoder and file dataset of image folders, predict and the Python API.
 
-Every PIL mode becomes grey or RGB the way PIL itself converts (EXIF orientation applied first): palette and
-RGBA images lose their alpha (as ``Image.convert("RGB")`` does), and 16-bit grey is scaled to 8 bits instead of
-being clipped at 255 (what ``convert("L")`` would do to an ``I;16`` PNG).
+Every PIL mode becomes grey or RGB as PIL converts it, after EXIF orientation; 16-bit grey is scaled to 8 bits
+instead of being clipped at 255 (what ``convert("L")`` does to an ``I;16`` PNG).
 """
 
 import glob
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, ImageOps
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from src.errors import UserError
@@ -72,11 +73,41 @@ def find_images(path: str | Path) -> list[Path]:
     return images
 
 
-def check_readable(paths: list[Path]) -> None:
-    """Open every file's header (cheap) so an unreadable image stops the run before any work, naming the file."""
-    for path in paths:
+def unreadable(path: Path, err: OSError, skip: bool = False, fix: str = "Remove it or fix it.") -> None:
+    """Stop naming the file and its fix, or (``skip``) warn and carry on without it."""
+    if not skip:
+        raise UserError(f"cannot read image {path} ({err}). {fix}")
+    warnings.warn(f"skipping unreadable image {path}", stacklevel=3)
+
+
+def readable(paths: list[Path], skip: bool = False, fix: str = "Remove it or fix it.") -> list[int]:
+    """Positions of the files whose header opens (cheap): an unreadable image stops the run before any work."""
+    kept = []
+    for i, path in enumerate(paths):
         try:
             with Image.open(path):
-                pass
-        except OSError as err:
-            raise UserError(f"cannot read image {path} ({type(err).__name__}). Remove it or fix it.") from None
+                kept.append(i)
+        except OSError as err:  # PIL's UnidentifiedImageError is an OSError
+            unreadable(path, err, skip, fix)
+    return kept
+
+
+class ImageFiles(Dataset):
+    """Image files decoded one at a time (in DataLoader workers) at the given channels and size: ``(image,
+    label)`` with labels (training), ``{"image": image, "index": position in the list}`` without (prediction)."""
+
+    def __init__(
+        self, paths: list[Path], channels: int, size: tuple[int, int], labels: torch.Tensor | None = None
+    ) -> None:
+        self.paths, self.channels, self.size, self.labels = paths, channels, size, labels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
+        path = self.paths[index]
+        try:
+            image = read_image(path, self.channels, self.size)
+        except OSError as err:  # a truncated file passes the header check and is only found here
+            unreadable(path, err)
+        return {"image": image, "index": torch.tensor(index)} if self.labels is None else (image, self.labels[index])
