@@ -41,7 +41,7 @@ def cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def digits(n: int = 32) -> torch.Tensor:
     """``n`` real test images of the bundled digits, uint8 (n, 1, 8, 8)."""
-    return DigitsDataModule().load_split(train=False)[0][:n]
+    return DigitsDataModule().load_splits()["test"][0][:n]
 
 
 def check_parity(model: ImageClassifier, folder: Path) -> dict[str, float]:
@@ -173,8 +173,8 @@ def test_without_the_export_extra_onnx_asks_for_it_and_pt2_still_exports(
     [
         ("missing", r"checkpoint not found: --ckpt_path .*missing\.ckpt\. Give the path of a \.ckpt file"),
         ("directory", r"is a directory; give a checkpoint file in it"),
-        ("text", r"notes\.ckpt is not a checkpoint this CLI can read safely \(UnpicklingError\)"),
-        ("state-dict", r"w\.pt is not a checkpoint this CLI can read safely \(no model hyper-parameters\)"),
+        ("text", r"notes\.ckpt is not a checkpoint this template can read safely \(UnpicklingError\)"),
+        ("state-dict", r"w\.pt is not a checkpoint this template can read safely \(no model hyper-parameters\)"),
     ],
     ids=["missing", "directory", "text", "state-dict"],
 )

@@ -4,8 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from src.models.init import init_weights
-from src.models.networks import FullyConnected, LeNet5, ResNet, SimpleCNN
+from src.models.networks import FullyConnected, LeNet5, ResNet, SimpleCNN, init_weights
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 64, 64)]
 
@@ -69,3 +68,29 @@ def test_resnet_stages_blocks_and_pooling() -> None:
     assert {n.classifier[-1].in_features for n in pooled} == {16}
     with pytest.raises(ValueError, match="one entry per stage"):
         ResNet((1, 8, 8), 10, widths=(8, 16, 32), blocks=(0, 1))
+
+
+class HalfThere(nn.Module):
+    """A network whose optional attributes are set, but to the wrong kind of thing."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, attribute: str = "backbone") -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+        setattr(self, attribute, "resnet18")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+@pytest.mark.parametrize("attribute", ["backbone", "input_spec", "restore_args"])
+def test_a_half_there_network_attribute_is_one_line_naming_it(attribute: str) -> None:
+    from functools import partial
+
+    from src.errors import UserError
+    from src.models.classifier import ImageClassifier
+
+    with pytest.raises(UserError, match=rf"--model.network HalfThere: attribute {attribute} is a str, it must be") as e:
+        ImageClassifier(["a", "b"], (1, 8, 8), network=partial(HalfThere, attribute=attribute))
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match=r"--model\.network built a function, not an nn\.Module"):
+        ImageClassifier(["a", "b"], (1, 8, 8), network=lambda shape, n: lambda x: x)

@@ -89,3 +89,31 @@ def test_checkpoints_keep_their_statistics_on_other_data(
     assert torch.equal(tested.model.preprocess.mean, trained_mean)  # the model's normalisation is unchanged
     assert torch.equal(tested.model.preprocess.std, trained_std)
     assert tested.model.hparams.input_mean == cli.model.hparams.input_mean
+
+
+def handmade_checkpoint(path: Path, network: dict) -> Path:
+    """A checkpoint as ``fit`` writes one (hyper-parameters as LightningCLI saves them), with ``network`` in it."""
+    from src.models.classifier import ImageClassifier
+
+    model = ImageClassifier([str(d) for d in range(10)], (1, 8, 8))
+    hparams = {"class_names": model.class_names, "input_shape": (1, 8, 8), "network": network,
+               "_instantiator": "lightning.pytorch.cli.instantiate_module"}  # fmt: skip
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams}, path)
+    return path
+
+
+def test_a_tampered_checkpoint_is_one_line_naming_the_checkpoint_and_the_key(tmp_path: Path, capsys) -> None:
+    from src.errors import UserError
+    from src.predict import Predictor
+
+    cnn = {"class_path": "src.models.networks.SimpleCNN", "init_args": {}}
+    good = handmade_checkpoint(tmp_path / "good.ckpt", cnn)
+    assert Predictor.from_checkpoint(good).predict(torch.zeros(1, 8, 8, dtype=torch.uint8), top_k=1)[0].label
+    for network in ({"class_path": "builtins.print", "init_args": {}}, "builtins.print"):
+        bad = handmade_checkpoint(tmp_path / "bad.ckpt", network)
+        key = "network.class_path" if isinstance(network, dict) else "network"
+        with pytest.raises(UserError, match=rf"^--ckpt_path {bad}: hyper-parameter {key} 'builtins.print' is not a "
+                           r"network class \(nn.Module\)") as err:  # fmt: skip
+            Predictor.from_checkpoint(bad)
+        assert "\n" not in str(err.value)
+    assert capsys.readouterr().out == ""  # nothing the checkpoint named was called

@@ -9,6 +9,7 @@ import torch
 import torchvision
 from lightning import Callback, Trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
 
 from src.data.digits import DigitsDataModule
 from src.errors import UserError
@@ -169,7 +170,7 @@ def test_offline_default_weights_fail_before_training(
     [
         ({"backbone": "resnet19"}, "'resnet19' is not a torchvision classification model"),
         ({"weights": "IMAGENET1K_V9"}, "'IMAGENET1K_V9' is not a weights name of resnet18: DEFAULT, IMAGENET1K_V1$"),
-        ({"weights": "missing.pth"}, "'missing.pth': no such file"),
+        ({"weights": "missing.pth"}, "checkpoint not found: --model.network.weights missing.pth"),
     ],
 )
 def test_bad_backbone_or_weights_are_named(kwargs: dict, message: str) -> None:
@@ -232,3 +233,32 @@ def test_every_documented_backbone_gets_a_new_head(backbone: str) -> None:
     net = TransferNet((1, 28, 28), 7, backbone=backbone, weights=None, input_size=64).eval()
     assert net(torch.rand(2, 3, 64, 64)).shape == (2, 7)
     assert not any(isinstance(m, torch.nn.Linear) and m.out_features == 1000 for m in net.modules())
+
+
+class BackboneWithoutHead(nn.Module):
+    """The contract's minimum for finetuning: a ``backbone``, and no ``head`` (its output layer is ``out``)."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU())
+        self.out = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.backbone(x))
+
+
+def test_a_network_with_a_backbone_but_no_head_inits_and_finetunes_outside_the_backbone() -> None:
+    dm = DigitsDataModule(batch_size=32)
+    torch.manual_seed(0)
+    reference = BackboneWithoutHead((1, 8, 8), 10)
+    torch.manual_seed(0)
+    model = ImageClassifier(dm.class_names, dm.input_shape, dm.mean, dm.std, network=BackboneWithoutHead,
+                            init="kaiming", lr_multipliers={"backbone": 0.1})  # fmt: skip
+    pairs = zip(reference.backbone.parameters(), model.net.backbone.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert torch.count_nonzero(model.net.out.bias) == 0  # initialised by the chosen scheme
+    backbone = {k: v.clone() for k, v in model.net.backbone.state_dict().items()}
+    out = {k: v.clone() for k, v in model.net.out.state_dict().items()}
+    fit(model, dm, epochs=1, strategy="freeze")
+    assert all(torch.equal(backbone[k], v) for k, v in model.net.backbone.state_dict().items())
+    assert changed(out, model.net.out.state_dict())

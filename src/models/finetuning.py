@@ -1,28 +1,21 @@
-"""Finetuning strategies for networks with a ``backbone`` (see ``TransferNet``), on Lightning's ``BaseFinetuning``.
+"""Finetuning strategies for networks with a ``backbone`` (see ``TransferNet``): which backbone blocks train when.
 
-The optimiser holds the backbone's parameters from the start, in their own parameter group (``lr_multipliers``
-gives them the discriminative learning rate), so groups, learning rates and the scheduler stay the same throughout
-and ``LearningRateMonitor`` shows them from the first epoch.
-
-DDP-safe by construction: ``requires_grad`` only changes at setup, before DDP wraps the model (DDP all-reduces
-exactly the parameters that required a gradient when it wrapped it; turning one on later leaves every process
-training its own copy). A backbone that never trains (``freeze``) is frozen there. A backbone that unfreezes later
-(``freeze_unfreeze``, ``milestones``) keeps its gradients on: while a block is frozen its gradients are dropped
-after backward (and after DDP's all-reduce), before the optimiser step, so it gets no update at all (no momentum,
-no weight decay). That costs the backbone's backward pass during the frozen epochs, and buys identical weights on
-every rank and a resume that lands in the right phase (the phase follows the epoch, checked every epoch).
-A frozen block's BatchNorm layers run in eval mode (the pretrained running statistics, not batch statistics).
+The optimiser holds the backbone's parameters from the start, in their own group (``lr_multipliers``), so groups,
+learning rates and the scheduler never change. DDP all-reduces exactly the parameters that required a gradient when
+it wrapped the model, so ``requires_grad`` changes only in ``setup``, before that (a backbone that never trains).
+Otherwise a frozen block keeps its gradients on and they are dropped after backward (after DDP's all-reduce), before
+the optimiser step: it gets no update at all (no momentum, no weight decay), identically on every rank. The phase
+follows the epoch, so a resumed run lands in the right one. Frozen BatchNorm layers keep their running statistics.
 """
 
 from typing import Literal
 
-from lightning import LightningModule, Trainer
-from lightning.pytorch.callbacks import BaseFinetuning
+from lightning import Callback, LightningModule, Trainer
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
 Strategy = Literal["none", "freeze", "freeze_unfreeze", "milestones"]
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def backbone_stages(backbone: nn.Module) -> list[nn.Module]:
@@ -32,16 +25,12 @@ def backbone_stages(backbone: nn.Module) -> list[nn.Module]:
     return [m for m in container.children() if any(True for _ in m.parameters())]
 
 
-class TransferFinetuning(BaseFinetuning):
-    """Which backbone layers train when.
+class TransferFinetuning(Callback):
+    """Which backbone layers train when; networks without a ``backbone`` (FC, CNN) are left alone.
 
-    - ``none``: everything trains from the start.
-    - ``freeze``: the backbone never trains (feature extractor); only the head learns.
-    - ``freeze_unfreeze``: head only until ``unfreeze_at_epoch``, then everything.
-    - ``milestones``: head only, then the top ``top_stages`` backbone blocks from ``milestones[0]``, then all from
-      ``milestones[1]``.
-
-    Networks without a ``backbone`` attribute (FC, CNN) are left alone whatever the strategy.
+    ``none``: everything trains from the start. ``freeze``: only the head ever trains (a feature extractor).
+    ``freeze_unfreeze``: the head only until ``unfreeze_at_epoch``, then everything. ``milestones``: the head only,
+    then also the top ``top_stages`` backbone blocks from ``milestones[0]``, then everything from ``milestones[1]``.
     """
 
     def __init__(
@@ -58,20 +47,19 @@ class TransferFinetuning(BaseFinetuning):
             unfreeze_at_epoch: epoch at which ``freeze_unfreeze`` unfreezes the backbone.
             milestones: epochs at which ``milestones`` unfreezes the top blocks, then the rest.
             top_stages: how many of the backbone's last blocks the first milestone unfreezes.
-            train_bn: keep BatchNorm layers of a frozen backbone trainable (affine parameters learn, running
-                statistics update). Off by default: a frozen backbone's BatchNorm neither learns nor updates its
-                running statistics (in train mode it still normalises with batch statistics, as Lightning does).
+            train_bn: frozen blocks' BatchNorm layers keep training (parameters and running statistics).
         """
-        super().__init__()
         self.strategy = strategy
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.milestones = milestones
         self.top_stages = top_stages
         self.train_bn = train_bn
+        self._frozen_params: list[nn.Parameter] = []
 
     @staticmethod
     def _backbone(pl_module: LightningModule) -> nn.Module | None:
-        return getattr(getattr(pl_module, "net", None), "backbone", None)
+        backbone = getattr(getattr(pl_module, "net", None), "backbone", None)
+        return backbone if isinstance(backbone, nn.Module) else None
 
     def frozen_blocks(self, backbone: nn.Module, epoch: int) -> list[nn.Module]:
         """The backbone blocks that do not train in ``epoch``."""
@@ -85,35 +73,31 @@ class TransferFinetuning(BaseFinetuning):
             return stages[: max(len(stages) - self.top_stages, 0)]
         return []
 
-    def freeze_before_training(self, pl_module: LightningModule) -> None:
-        """Runs at setup, before DDP wraps the model: a backbone that never trains stops needing gradients."""
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Before DDP wraps the model: a backbone that never trains stops needing gradients."""
         backbone = self._backbone(pl_module)
-        self._frozen_params: list[nn.Parameter] = []
-        if backbone is not None and self.strategy == "freeze":
-            self.freeze(backbone, train_bn=self.train_bn)
+        if stage == "fit" and backbone is not None and self.strategy == "freeze":
+            for module in backbone.modules():
+                if not (self.train_bn and isinstance(module, BATCH_NORMS)):
+                    for param in module.parameters(recurse=False):
+                        param.requires_grad = False
 
-    def finetune_function(self, pl_module: LightningModule, epoch: int, optimizer: Optimizer) -> None:
-        """Runs at the start of every training epoch, also the first one after a resume: set this epoch's phase."""
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Every training epoch, also the first after a resume: set this epoch's phase."""
         backbone = self._backbone(pl_module)
+        self._frozen_params = []
         if backbone is None:
             return
-        frozen = {id(m) for block in self.frozen_blocks(backbone, epoch) for m in block.modules()}
-        self._frozen_params = []
+        frozen = {id(m) for block in self.frozen_blocks(backbone, trainer.current_epoch) for m in block.modules()}
         for module in backbone.modules():
-            is_bn = isinstance(module, _BatchNorm)
+            is_bn = isinstance(module, BATCH_NORMS)
             if is_bn:  # frozen: the stored statistics, unless BatchNorm is meant to keep training (train_bn)
                 module.train(id(module) not in frozen or self.train_bn)
             if id(module) in frozen and not (is_bn and self.train_bn):
                 self._frozen_params += [p for p in module.parameters(recurse=False) if p.requires_grad]
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
-        """After backward and DDP's all-reduce, before the step (and before gradient clipping): frozen blocks get no
+        """After backward and DDP's all-reduce, before the step (and gradient clipping): frozen blocks get no
         gradient, so the optimiser skips them entirely, identically on every rank."""
         for param in self._frozen_params:
             param.grad = None
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """``BaseFinetuning`` re-applies, on resume, the parameter groups it saw at the last epoch start (for
-        callbacks that add groups when unfreezing). This one never adds groups, and those copies hold the
-        learning rates from before the last scheduler step: keep the optimiser state the checkpoint restored."""
-        self._restarting = False

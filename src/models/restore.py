@@ -1,0 +1,82 @@
+"""A checkpoint back into the model it holds, built from its hyper-parameters as the CLI built it.
+
+Imported only when a checkpoint is opened (``ImageClassifier.from_checkpoint``), not by a fit from scratch.
+"""
+
+import contextvars
+import copy
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import ArgumentError
+from lightning import LightningModule
+from lightning.pytorch.cli import instantiate_module
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from src.checkpoint_io import read_checkpoint
+from src.errors import UserError
+
+ALTERED = "; the checkpoint was changed or written by other code: use one written by `python -m src.train fit`."
+
+
+def check_hparams(hparams: dict[str, Any], label: str, model_class: type = LightningModule) -> None:
+    """Each class that a checkpoint's hyper-parameters name is of the kind expected, before anything is built from
+    them: a tampered checkpoint is one line naming ``label`` (the checkpoint) and the key."""
+    kinds = {
+        "network": (nn.Module, "network class (nn.Module)"),
+        "optimizer": (Optimizer, "torch.optim optimizer class"),
+        "scheduler": (LRScheduler, "learning-rate scheduler class"),
+        "_class_path": (model_class, f"subclass of {model_class.__name__}"),
+    }
+    for key, (base, kind) in kinds.items():
+        value = hparams.get(key)
+        path = value.get("class_path") if isinstance(value, dict) else value
+        module, _, name = str(path).rpartition(".")
+        try:
+            found = getattr(importlib.import_module(module), name, None) if isinstance(path, str) else base
+        except (ImportError, ValueError):
+            found = None
+        if not (isinstance(found, type) and issubclass(found, base)):
+            key += ".class_path" if isinstance(value, dict) else ""
+            raise UserError(f"{label}: hyper-parameter {key} {path!r} is not a {kind}{ALTERED}")
+
+
+def from_checkpoint(
+    model_class: type[LightningModule],
+    checkpoint: str | Path | dict,
+    device: str | torch.device = "cpu",
+    label: str | None = None,
+    **overrides: Any,
+) -> LightningModule:
+    """See ``ImageClassifier.from_checkpoint``."""
+    if not isinstance(checkpoint, dict):
+        label = label or f"--ckpt_path {checkpoint}"
+        checkpoint = read_checkpoint(checkpoint)
+    label = label or "the checkpoint"
+    hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if k != "_instantiator"}
+    hparams.update(overrides)
+    check_hparams(hparams, label, model_class)
+    try:
+        # Adapter: built inside a model that LightningCLI instantiates (a TransferNet on this checkpoint), Lightning's
+        # save_hyperparameters would take that outer model's hyper-parameters, which it keeps in a ContextVar (no
+        # public switch; see Lightning-AI/pytorch-lightning#13181 for nested modules). A fresh context has none.
+        # Guarded by tests/test_transfer.py::test_cli_transfers_a_template_checkpoint_with_discriminative_lrs.
+        model = contextvars.Context().run(instantiate_module, model_class, copy.deepcopy(hparams))
+    except (ArgumentError, TypeError, ValueError) as err:
+        lines = [line.strip() for line in str(err).strip().splitlines()] or [type(err).__name__]
+        key = re.match(r'Parser key "module\.([^"]+)"', lines[0])
+        problem = f"hyper-parameter {key.group(1)} is not valid ({lines[1]})" if key and len(lines) > 1 else lines[-1]
+        raise UserError(f"{label}: {problem}{ALTERED}") from None
+    model.on_load_checkpoint(checkpoint)
+    if "state_dict" in checkpoint:
+        try:
+            model.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as err:
+            reason = str(err).strip().splitlines()[-1].strip()
+            raise UserError(f"{label}: its weights do not fit the network it names ({reason}){ALTERED}") from None
+    return model.to(device).eval()
