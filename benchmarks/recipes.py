@@ -57,7 +57,7 @@ def test_accuracy(checkpoint: Path, data_dir: Path) -> float:
     dm = FashionMNISTDataModule(data_dir=str(data_dir), download=False)
     dm.setup("test")
     images, labels = dm.test_set.tensors
-    model = ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    model = ImageClassifier.from_checkpoint(checkpoint)
     with torch.inference_mode():
         predicted = torch.cat([model(batch).argmax(1) for batch in images.split(1000)])
     return (predicted == labels).float().mean().item()

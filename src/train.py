@@ -147,9 +147,11 @@ class ClassifierCLI(LightningCLI):
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):  # Lightning resolves these itself
             return
         from src.checkpoint_io import apply_hparams, check_network_family, read_checkpoint  # a checkpoint is given
+        from src.models.restore import check_hparams
 
         checkpoint = read_checkpoint(ckpt_path)
         self.ckpt_hparams, self.ckpt_step = checkpoint["hyper_parameters"], checkpoint.get("global_step", 0)
+        check_hparams(self.ckpt_hparams, f"--ckpt_path {ckpt_path}", ImageClassifier)  # nothing named is called
         if config.config:  # a --config for another network than the checkpoint's is a mix-up
             check_network_family(ckpt_path, self.ckpt_hparams, (config.get("model") or {}).get("network"))
         self.config = apply_hparams(self.parser, self.config, ckpt_path, self.ckpt_hparams)

@@ -103,7 +103,7 @@ def test_a_checkpoint_with_unparsable_hyper_parameters_is_one_line(run_cli, trai
     torch.save(checkpoint, "tampered.ckpt")
     data = str(CONFIGS / "data" / "digits.yaml")
     line = one_error_line(capsys, run_cli, "test", "", "--ckpt_path=tampered.ckpt", "--data", data)
-    assert "--ckpt_path tampered.ckpt" in line and "network (class_path builtins.print)" in line
+    assert "--ckpt_path tampered.ckpt" in line and "network.class_path 'builtins.print'" in line
 
 
 def test_ckpt_hparams_adapter_still_matches_lightning() -> None:
