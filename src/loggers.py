@@ -32,11 +32,8 @@ SKIP = {
 
 
 def readable_hparams(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten a config into ``{"network": "SimpleCNN", "optimizer.lr": 0.001, "data.batch_size": 64, ...}``.
-
-    A ``{class_path, init_args}`` entry becomes its short class name plus one key per init argument; lists
-    become strings; internal keys (``_...``), paths and the keys in ``SKIP`` are left out.
-    """
+    """A config flattened to ``{"network": "SimpleCNN", "optimizer.lr": 0.001, ...}``: a class becomes its short
+    name plus one key per init argument; internal keys, paths and ``SKIP`` are left out."""
     flat: dict[str, Any] = {}
     for key, value in params.items():
         if key.startswith("_") or key in SKIP or value is None:
@@ -99,12 +96,10 @@ class TensorBoardLogger(LightningTensorBoardLogger):
                  purge_step: int | None = None, **kwargs: Any) -> None:  # fmt: skip
         """
         Args:
-            save_dir: root folder of all runs (made absolute, so a resumed run finds its checkpoints' directory
-                whatever the working directory or the form of ``--ckpt_path``).
+            save_dir: root folder of all runs (made absolute: a resumed run finds its checkpoints from anywhere).
             name: experiment folder under ``save_dir`` (one per config: cnn, fc, transfer).
             version: run folder name; ``None`` = the next free ``version_N``.
-            purge_step: TensorBoard hides this run's events at this step and later (set by the CLI when a run
-                resumes from a checkpoint: the resumed run logs them again).
+            purge_step: hide this run's events from this step on (set by the CLI on resume: they are logged again).
             **kwargs: passed to Lightning's ``TensorBoardLogger`` (``default_hp_metric`` is off here).
         """
         kwargs.setdefault("default_hp_metric", False)
@@ -123,7 +118,6 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, self.step(step))
 
     def step(self, step: int | None) -> int | None:
-        """``step``, or the evaluated checkpoint's step."""
         return step if self.eval_step is None else self.eval_step
 
     @rank_zero_only

@@ -28,12 +28,9 @@ def debiased(losses: list[float]) -> list[float]:
 
 
 def steepest_descent(lrs: list[float], losses: list[float], skip_begin: int = 10, skip_end: int = 1) -> int | None:
-    """Index of the rate where the loss falls fastest per decade of learning rate, before the loss minimum.
-
-    Lightning 2.6's ``suggestion()`` takes the slope per unit of learning rate on a log-spaced ladder, which
-    magnifies noise at the smallest rates (it suggested 1e-7 for the CNN on digits, whose good rates are 1e-3 to
-    1e-2; Lightning PR #21171, open). Past the minimum the loss diverges: nothing there is a candidate.
-    """
+    """Index of the rate where the loss falls fastest per decade of learning rate, before the loss minimum (past it
+    the loss diverges). Lightning's ``suggestion()`` takes the slope per unit of rate on a log-spaced ladder, which
+    magnifies the noise at the smallest rates (Lightning PR #21171)."""
     points = [(n, math.log10(lr), loss) for n, (lr, loss) in enumerate(zip(lrs, losses, strict=True))]
     points = [p for p in points[skip_begin : len(points) - skip_end] if math.isfinite(p[2])]
     if len(points) < 3:

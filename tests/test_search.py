@@ -9,7 +9,9 @@ import yaml
 
 pytest.importorskip("optuna_integration", reason="search extra absent: pip install -e '.[search]'")
 
-from src.search import main
+import optuna
+
+from src.search import main, recover
 from tests.conftest import CONFIGS, FAST, kill_at_stall
 
 ONE_EPOCH = ["--config", str(CONFIGS / "cnn.yaml"), *FAST, "--trainer.max_epochs=1"]
@@ -64,23 +66,19 @@ def test_three_trials_then_best_yaml_refits_to_the_recorded_accuracy(search, run
 
 
 def test_grid_prunes_a_bad_trial_and_fails_a_diverged_one(search, tmp_path: Path, capsys) -> None:
-    """The grid runs in file order: SGD at lr 1e4 (diverges: FAIL, the search goes on), a good learning rate, a
-    hopeless one (pruned: below the median of the completed trials after its epoch), then it ends."""
-    grid = space(
-        tmp_path,
-        "model.optimizer: [torch.optim.SGD, torch.optim.Adam]\n"
-        "model.optimizer.init_args.lr: {type: categorical, choices: [0.003, 1.0e-7],"
-        " when: {model.optimizer: torch.optim.Adam}}\n"
-        "model.optimizer.init_args.lr@SGD: {type: float, low: 1, high: 1.0e+5, log: true, grid: [1.0e+4],"
-        " when: {model.optimizer: torch.optim.SGD}}\n",
+    """Optuna's GridSampler, in its seeded order (--seed 42): SGD at lr 1e4 (diverges: FAIL, the search goes on), a
+    good learning rate, a hopeless one (pruned: below the median of the completed trials after its epoch), then the
+    grid has run."""
+    grid = space(tmp_path, "model.optimizer.init_args.lr: [1.0e+4, 0.03, 1.0e-7]\n")
+    sgd = ["--model.optimizer=torch.optim.SGD", "--model.optimizer.init_args.momentum=0.9"]
+    search(
+        *sgd, "--space", grid, "--sampler", "grid", "--seed", "42", "--trials", "10", "--pruner-startup", "1", *QUICK
     )
-    search("--space", grid, "--sampler", "grid", "--trials", "10", "--pruner-startup", "1", *QUICK)
 
     rows = trials(tmp_path / "logs" / "search-cnn")
+    assert [r["model.optimizer.init_args.lr"] for r in rows] == ["10000.0", "0.03", "1e-07"], "GridSampler's order"
     assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "PRUNED"]
-    assert [r["model.optimizer.init_args.lr"] for r in rows] == ["", "0.003", "1e-07"]
-    assert rows[0]["model.optimizer.init_args.lr@SGD"] == "10000.0" and rows[0]["note"] == "diverged"
-    assert rows[2]["note"] == "pruned after epoch 0"
+    assert rows[0]["note"] == "diverged" and rows[2]["note"] == "pruned after epoch 0"
     assert float(rows[2]["val/acc_best"]) < float(rows[1]["val/acc_best"])
     assert "the grid's 3 combinations have all run" in capsys.readouterr().out
 
@@ -88,7 +86,7 @@ def test_grid_prunes_a_bad_trial_and_fails_a_diverged_one(search, tmp_path: Path
 def test_a_killed_search_continues_its_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL in trial 1's training, then the same command: trial 0 is kept, trial 1 is marked FAIL and its values
     run again as trial 2; the study ends with the 2 trials asked for that ran to a result (3 rows)."""
-    lr = space(tmp_path, "model.optimizer.init_args.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    lr = space(tmp_path, "model.optimizer.init_args.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n")
     args = [*ONE_EPOCH, *QUICK, "--space", lr, "--trials", "2", "--sampler", "random"]
     kill_at_stall("killable_search.py", ["1", *args], tmp_path)
     folder = tmp_path / "logs" / "search-cnn"
@@ -109,10 +107,29 @@ def test_a_killed_search_continues_its_study(tmp_path: Path, monkeypatch: pytest
     assert (folder / "best.yaml").is_file()
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_killed_grid_search_reruns_its_point_then_the_rest_of_the_grid() -> None:
+    """``recover`` queues a trial left RUNNING again with its grid point: Optuna's GridSampler raises KeyError after a
+    plainly enqueued trial when one point is left (optuna/optuna#6844), and would count the point as visited."""
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler({"x": [1, 2, 3]}, seed=0))
+
+    def objective(trial: optuna.Trial) -> float:
+        return trial.suggest_categorical("x", [1, 2, 3])
+
+    study.optimize(objective, n_trials=1)
+    killed = study.ask()
+    objective(killed)  # left RUNNING, as by a SIGKILL
+    recover(study)
+    study.optimize(objective, n_trials=10)
+    runs = [(t.state.name, t.params["x"]) for t in study.trials]
+    assert runs[1:3] == [("FAIL", killed.params["x"]), ("COMPLETE", killed.params["x"])], runs
+    assert sorted(x for state, x in runs if state == "COMPLETE") == [1, 2, 3] and len(runs) == 4
+
+
 @pytest.mark.parametrize(
     ("text", "extra", "expected"),
     [
-        (None, [], "--space nope.yaml: no such file"),
+        (None, [], "--space nope.yaml: No such file or directory"),
         ("model.dropout: [0.1, 0.2]\n", [], "model.dropout: the CLI refuses --model.dropout=0.1"),
         (
             "model.optimizer: [torch.optim.Adam, torch.optim.SGD]\nmodel.optimizer.init_args.momentum: [0.9]\n",
@@ -120,14 +137,16 @@ def test_a_killed_search_continues_its_study(tmp_path: Path, monkeypatch: pytest
             "refuses --model.optimizer.init_args.momentum=0.9 after --model.optimizer=torch.optim.Adam",
         ),
         (
-            "model.network.init_args.dropout: {type: float, low: 0.0, high: 1.5}\n",
+            "model.network.init_args.dropout: {low: 0.0, high: 1.5}\n",
             [],
             "refuses --model.network.init_args.dropout=1.5 (invalid configuration: dropout probability has to be",
         ),
-        ("data.batch_size: {type: int, low: 16}\n", [], "data.batch_size needs `high`"),
-        ("model.optimizer.init_args.lr: {type: float, low: 0.001, high: 0.1}\n", ["--sampler", "grid"], "grid: ["),
+        ("data.batch_size: {low: 16}\n", [], "data.batch_size: IntDistribution.__init__() missing 1 required"),
+        ("model.optimizer.init_args.lr: {low: 0.001, high: 0.1}\n", ["--sampler", "grid"], "grid: ["),
         ("data.batch_size: [32, 64]\n", ["--sampler", "bayes"], "argument --sampler: invalid choice: 'bayes'"),
         ("data.batch_size: [32, 64]\n", ["--trainer.devices=2"], "on one device: drop --trainer.devices 2"),
+        ("data.batch_size: {low: 16, high: 64, lgo: true}\n", [], "unexpected keyword argument 'lgo'"),
+        ("data.batch_size: [32, 64]\n", ["--ckpt_path", "last.ckpt"], "--ckpt_path: every trial trains from scratch"),
     ],
     ids=[
         "missing-space",
@@ -138,6 +157,8 @@ def test_a_killed_search_continues_its_study(tmp_path: Path, monkeypatch: pytest
         "grid-of-a-range",
         "sampler",
         "ddp",
+        "unknown-field",
+        "ckpt_path",
     ],
 )
 def test_mistakes_exit_2_with_one_line(search, tmp_path: Path, capsys, text: str | None, extra: list, expected: str):
@@ -153,7 +174,7 @@ def test_mistakes_exit_2_with_one_line(search, tmp_path: Path, capsys, text: str
 def test_a_study_continues_only_with_its_own_training_arguments(search, tmp_path: Path, capsys) -> None:
     """Trials of another epoch count (or dataset) are not ranked against the study's: one line, exit 2, the study and
     its runs untouched."""
-    lr = space(tmp_path, "model.optimizer.init_args.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    lr = space(tmp_path, "model.optimizer.init_args.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n")
     search(*QUICK, "--space", lr, "--trials", "1")
     folder = tmp_path / "logs" / "search-cnn"
     before = (folder / "trials.csv").read_text()

@@ -5,6 +5,7 @@ Tags (IMAGES tab): ``train/samples`` (once per run, after augmentation, with cla
 ``test/mistakes``. The numbers behind them are synchronised across processes; only rank 0 draws and writes.
 """
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,21 +31,15 @@ def confusion_figure(confusion: torch.Tensor, class_names: Sequence[str], title:
     ax.set_yticklabels(class_names, fontsize=8)
     if n <= 30:  # beyond that, numbers would overlap
         threshold = counts.max().item() / 2
-        for i in range(n):
-            for j in range(n):
-                value = counts[i, j].item()
-                color = "white" if value > threshold else "black"
-                ax.text(j, i, str(value), ha="center", va="center", color=color, fontsize=7)
+        for (i, j), value in ((ij, counts[ij].item()) for ij in itertools.product(range(n), repeat=2)):
+            ax.text(j, i, str(value), ha="center", va="center", color="wk"[value <= threshold], fontsize=7)
     fig.tight_layout()
     return fig
 
 
 def image_grid_figure(images: torch.Tensor, captions: Sequence[str], title: str, columns: int = 8) -> Figure:
-    """[0, 1] float images (N, C, H, W), grey or RGB, each with its caption (e.g. class names), in a grid.
-
-    One Axes showing one mosaic of all the images, captions as text: an Axes per image (ticks, spines, a layout
-    pass) made the 32 training samples, drawn before the first training step, cost ~1 s; this takes ~0.2 s.
-    """
+    """[0, 1] float images (N, C, H, W), grey or RGB, each with its caption, in a grid: one mosaic in one Axes
+    (an Axes per image makes drawing the samples before the first step several times slower)."""
     n = len(images)
     columns = min(columns, n)
     rows = -(-n // columns)
@@ -139,14 +134,8 @@ class Dashboard(Callback):
             return
         images, labels = batch[0][: self.samples], batch[1][: self.samples]
         names = [pl_module.class_names[i] for i in labels.tolist()]
-        figure = image_grid_figure(
-            pl_module.preprocess.pixels(images), names, "training samples as the model sees them"
-        )
-        logger.add_figure("train/samples", figure, 0)
-
-    def _batch(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any) -> None:
-        if self._draws(trainer) and isinstance(outputs, dict) and "probs" in outputs:
-            self.mistakes.update(pl_module.preprocess.pixels, batch[0], batch[1], outputs["probs"])
+        title = "training samples as the model sees them"
+        logger.add_figure("train/samples", image_grid_figure(pl_module.preprocess.pixels(images), names, title), 0)
 
     def _end(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self._draws(trainer):
@@ -169,19 +158,13 @@ class Dashboard(Callback):
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.mistakes.reset()
 
-    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.mistakes.reset()
-
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
-        self._batch(trainer, pl_module, outputs, batch)
-
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
-        self._batch(trainer, pl_module, outputs, batch)
+        if self._draws(trainer) and isinstance(outputs, dict) and "probs" in outputs:
+            self.mistakes.update(pl_module.preprocess.pixels, batch[0], batch[1], outputs["probs"])
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._end(trainer, pl_module, "val")
+        self._end(trainer, pl_module, "test" if trainer.testing else "val")
 
-    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._end(trainer, pl_module, "test")
+    on_test_epoch_start, on_test_batch_end = on_validation_epoch_start, on_validation_batch_end
+    on_test_epoch_end = on_validation_epoch_end
