@@ -1,9 +1,6 @@
-"""Images and labels from NumPy ``.npz`` or HDF5 ``.h5``/``.hdf5`` files: the "custom Dataset from arrays" pattern.
-
-Images may be (N, H, W) grey, (N, H, W, C) or (N, C, H, W) with C in {1, 3}, as uint8 (0-255) or floats in [0, 1].
-Other integer types are accepted when every value is in 0..255; anything else (16-bit pixels, floats holding 0-255)
-is refused with the conversion to make, never clipped or wrapped around silently.
-"""
+"""Images and labels from NumPy ``.npz`` or HDF5 ``.h5``/``.hdf5`` files: (N, H, W), (N, H, W, C) or (N, C, H, W)
+images, uint8 or floats in [0, 1] (other integers when within 0..255); values a cast would clip or wrap are refused
+with the conversion to make."""
 
 from pathlib import Path
 from typing import Any
@@ -19,20 +16,20 @@ def read_arrays(path: Path, images_key: str, labels_key: str) -> tuple[torch.Ten
     """uint8 (N, C, H, W) images, int64 labels and the ``class_names`` array if the file has one."""
     if not path.is_file():
         raise UserError(f"array file not found: {path}. Give a .npz or .h5/.hdf5 file.")
+    if path.suffix not in (".npz", ".h5", ".hdf5"):
+        raise UserError(f"{path}: unsupported array file; use .npz, .h5 or .hdf5.")
     if path.suffix == ".npz":
         arrays = np.load(path, allow_pickle=False)
-    elif path.suffix in (".h5", ".hdf5"):
+    else:
         import h5py
 
         arrays = h5py.File(path, "r")
-    else:
-        raise UserError(f"{path}: unsupported array file; use .npz, .h5 or .hdf5.")
     with arrays:
         keys = list(arrays.keys())
         found = {k: np.asarray(arrays[k]) for k in (images_key, labels_key, "class_names") if k in keys}
-    missing = [k for k in (images_key, labels_key) if k not in found]
-    if missing:
-        raise UserError(f"{path} has no array {missing[0]!r} (it has {keys}); set --data.images_key/labels_key.")
+    for key in (images_key, labels_key):
+        if key not in found:
+            raise UserError(f"{path} has no array {key!r} (it has {keys}); set --data.images_key/labels_key.")
     images, labels, names = found[images_key], found[labels_key], found.get("class_names")
     if len(images) != len(labels):
         raise UserError(f"{path}: {len(images)} images but {len(labels)} labels; give exactly one label per image.")
@@ -40,38 +37,27 @@ def read_arrays(path: Path, images_key: str, labels_key: str) -> tuple[torch.Ten
         raise UserError(f"{path}: the images array is empty; it needs at least one image per class.")
     if not np.issubdtype(labels.dtype, np.integer):
         raise UserError(f"{path}: labels must be integers 0..num_classes-1, got dtype {labels.dtype}.")
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None else None
-    return _to_uint8_nchw(images, path), torch.from_numpy(labels.astype(np.int64)).flatten(), names
+    names = None if names is None else [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return to_uint8_nchw(images, path), torch.from_numpy(labels.astype(np.int64)).flatten(), names
 
 
-def _check_pixel_values(images: np.ndarray, path: Path) -> None:
-    """uint8, integers within 0..255, or floats within [0, 1]: other values would be clipped or wrap modulo 256."""
-    dtype = images.dtype
-    if dtype == np.uint8 or images.size == 0:
-        return
-    if np.issubdtype(dtype, np.floating):
-        if not np.isfinite(images).all():
-            raise UserError(f"{path}: {dtype} images hold NaN or infinite values; replace them (e.g. np.nan_to_num).")
-        lo, hi = float(images.min()), float(images.max())
-        if lo < 0 or hi > 1:
-            raise UserError(
-                f"{path}: {dtype} images have values {lo:g}..{hi:g}, but float images must be in [0, 1]: divide "
-                "0-255 pixels by 255 (images / 255), or store them as uint8."
-            )
-    elif np.issubdtype(dtype, np.integer):
-        lo, hi = int(images.min()), int(images.max())
-        if lo < 0 or hi > 255:
-            full = np.iinfo(dtype).max if dtype == np.uint16 else hi
-            raise UserError(
-                f"{path}: {dtype} images have values {lo}..{hi}, outside 0..255 (they would wrap around): store "
-                f"8-bit images, e.g. (images / {full} * 255).round().astype(np.uint8)."
-            )
-    else:
+def to_uint8_nchw(images: np.ndarray, path: Path) -> torch.Tensor:
+    dtype, floats = images.dtype, np.issubdtype(images.dtype, np.floating)
+    if floats and not np.isfinite(images).all():
+        raise UserError(f"{path}: {dtype} images hold NaN or infinite values; replace them (e.g. np.nan_to_num).")
+    if floats and not 0 <= images.min() <= images.max() <= 1:
+        raise UserError(
+            f"{path}: {dtype} images have values {images.min():g}..{images.max():g}, but float images must be in "
+            "[0, 1]: divide 0-255 pixels by 255 (images / 255), or store them as uint8."
+        )
+    if np.issubdtype(dtype, np.integer) and not 0 <= images.min() <= images.max() <= 255:
+        full = np.iinfo(dtype).max if dtype == np.uint16 else images.max()
+        raise UserError(
+            f"{path}: {dtype} images have values {images.min()}..{images.max()}, outside 0..255 (they would wrap "
+            f"around): store 8-bit images, e.g. (images / {full} * 255).round().astype(np.uint8)."
+        )
+    if not floats and not np.issubdtype(dtype, np.integer):
         raise UserError(f"{path}: images of dtype {dtype}; store them as uint8 (0..255) or floats in [0, 1].")
-
-
-def _to_uint8_nchw(images: np.ndarray, path: Path) -> torch.Tensor:
-    _check_pixel_values(images, path)
     x = torch.from_numpy(np.ascontiguousarray(images))
     if x.dim() == 3:
         x = x.unsqueeze(1)
@@ -79,13 +65,11 @@ def _to_uint8_nchw(images: np.ndarray, path: Path) -> torch.Tensor:
         x = x.permute(0, 3, 1, 2)
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise UserError(f"{path}: images of shape {tuple(images.shape)}; expected (N,H,W), (N,H,W,C) or (N,C,H,W).")
-    if x.is_floating_point():
-        x = (x * 255).round()
-    return x.to(torch.uint8).contiguous()
+    return ((x * 255).round() if floats else x).to(torch.uint8).contiguous()
 
 
 class ArrayDataModule(ImageDataModule):
-    """Arrays in a file (and optionally a separate test file); statistics measured on the training split."""
+    """Arrays in a file (and optionally a test file); statistics measured on the training split."""
 
     def __init__(
         self,
@@ -103,8 +87,7 @@ class ArrayDataModule(ImageDataModule):
             test_path: optional file with the test split; otherwise ``test_split`` of ``path`` is held out.
             images_key: name of the images array in the file(s).
             labels_key: name of the labels array (integers 0..num_classes-1).
-            label_names: one name per class (label order); default: the file's ``class_names`` array, else "0",
-                "1", ... (not called ``class_names``: that name is the model's, linked from ``self.class_names``).
+            label_names: one name per class (label order); default: the file's ``class_names`` array, else "0", "1"...
             test_split: fraction of ``path`` held out as test when there is no ``test_path`` (stratified).
             **kwargs: batch size, workers, val split, seed and augmentation: see ``ImageDataModule``.
         """

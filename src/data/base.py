@@ -1,5 +1,5 @@
-"""The one base of every data module: a dataset says what its images are; splitting, statistics, loaders, DDP
-sharding and augmentation happen here, the same way for every dataset."""
+"""The one base of every data module: a dataset says what its images are; splits, statistics, loaders, DDP sharding
+and augmentation are done here, the same way for every dataset."""
 
 import warnings
 from functools import cached_property
@@ -21,13 +21,11 @@ STATISTICS_SAMPLE = 5000
 
 
 def check_fraction(option: str, value: float, example: float) -> None:
-    """A split fraction must leave images on both sides: refuse 0, 1 and beyond in one line."""
     if not 0.0 < value < 1.0:
         raise UserError(f"{option} {value} must be between 0 and 1 (exclusive), e.g. {example}")
 
 
 def check_loader_args(batch_size: int, num_workers: int | str) -> None:
-    """Refused here, before a run directory exists, not by the DataLoader once the run has started."""
     if batch_size < 1:
         raise UserError(f"--data.batch_size {batch_size} must be >= 1, e.g. 64")
     if num_workers != "auto" and num_workers < 0:
@@ -35,30 +33,23 @@ def check_loader_args(batch_size: int, num_workers: int | str) -> None:
 
 
 class TensorImages(TensorDataset):
-    """In-memory images and labels, fetched a whole batch at a time.
-
-    ``DataLoader`` hands a batch's indices to ``__getitems__``: here ONE tensor index per batch (no per-sample
-    work, no collation: see ``whole_batch``). Still a map-style dataset, so any sampler works (DDP's too).
-    """
+    """In-memory images and labels indexed a whole batch at a time (one tensor index, no collation), yet still
+    map-style, so any sampler (DDP's too) works."""
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(indices, device=self.tensors[0].device)  # on the GPU when the images are there
+        index = torch.as_tensor(indices, device=self.tensors[0].device)
         return tuple(tensor[index] for tensor in self.tensors)
 
 
 def whole_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """The ``collate_fn`` of ``TensorImages``: its ``__getitems__`` already returns the stacked batch."""
+    """``TensorImages.__getitems__`` already returns the stacked batch (a function: workers may pickle it)."""
     return batch
 
 
 class ImageDataModule(LightningDataModule):
-    """Base of every dataset: uint8 images in, whole batches out, augmented on the training device.
-
-    ``class_names`` and ``input_shape`` must be cheap: they are linked into the model while the arguments are
-    instantiated. ``mean``/``std``: class attributes when known, else measured on a seeded sample of the training
-    split. Batches leave the loaders as uint8; the model scales and normalises them (the statistics are kept in
-    its checkpoint, so a checkpoint alone classifies new images).
-    """
+    """uint8 images in, whole batches out, augmented on the training device. ``class_names`` and ``input_shape``
+    must be cheap (they are linked into the model while arguments are parsed); ``mean``/``std`` are class
+    attributes when known, else measured on the training split. The model normalises and keeps them."""
 
     class_names: list[str]
     input_shape: tuple[int, int, int]
@@ -79,18 +70,15 @@ class ImageDataModule(LightningDataModule):
         """
         Args:
             batch_size: images per batch, for every stage.
-            num_workers: DataLoader worker processes. ``auto``: 0 for in-memory tensors (a batch is one index;
-                workers would only add copies), Lightning's suggestion (CPUs per device - 1) for streamed files.
+            num_workers: DataLoader workers; ``auto``: 0 for in-memory tensors, Lightning's suggestion for files.
             pin_memory: page-locked host memory for faster GPU copies; ``None`` = when a GPU is present.
             persistent_workers: keep workers alive between epochs; ``None`` = only where they start slowly (spawn).
             val_split: fraction of the training images held out for validation when the dataset has no val split.
             seed: seed of the val split and the statistics sample, so every run validates on the same images.
-            random_crop_padding: training augmentation: pad this many black pixels per side, crop back to size at
-                a random offset (``v2.RandomCrop(size, padding)``); 0 = off. CIFAR-10 uses 4.
-            random_hflip: training augmentation: mirror half of the images left-right. Off for digits.
+            random_crop_padding: training augmentation: random crop after padding this many black pixels; 0 = off.
+            random_hflip: training augmentation: mirror half of the images left-right.
             random_rotation: training augmentation: rotate by a random angle in [-d, d] degrees; 0 = off.
-            data_on_device: keep in-memory splits on the training device (one copy up front, no host-to-device
-                copy per batch). ``None`` = on a GPU or other accelerator; streamed datasets stay on the host.
+            data_on_device: keep in-memory splits on the training device; ``None`` = on a GPU or other accelerator.
         """
         super().__init__()
         check_loader_args(batch_size, num_workers)
@@ -105,35 +93,37 @@ class ImageDataModule(LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers, self.data_on_device = persistent_workers, data_on_device
         self.augment = BatchAugment(random_crop_padding, random_hflip, random_rotation)
-        self._on_device: dict[int, tuple] = {}  # id(host split) -> (host split, its copy on the training device)
-        self._datasets: dict[str, Dataset | None] = {}
+        self._on_device: dict[tuple, TensorImages] = {}  # (id(host split), device) -> its copy there
         self.train_set = self.val_set = self.test_set = None
 
     def load_splits(self) -> dict[str, tuple[Any, torch.Tensor]]:
         """The one method to implement: ``{"train": (images, labels), "val": ..., "test": ...}``.
 
         Images: uint8 (N, C, H, W) tensors, or whatever ``dataset`` takes (e.g. file paths); labels: ints (N,).
-        Only ``train`` is required. Without ``val``, ``val_split`` of train is held out (``split``); without
-        ``test``, ``test`` and ``predict`` refuse to run (the val split is never reported as test accuracy).
+        Only ``train`` is required. Without ``val``, ``val_split`` of train is held out; without ``test``, ``test``
+        and ``predict`` refuse to run (the val split is never reported as test accuracy).
         """
         raise NotImplementedError(f"{type(self).__name__} must implement load_splits()")
 
     def dataset(self, images: Any, labels: torch.Tensor) -> Dataset:
-        """The ``Dataset`` of one split, yielding (uint8 (C, H, W) image, label): the hook for streaming (e.g.
-        decoding files in DataLoader workers). The default batches in-memory tensors (``TensorImages``)."""
+        """The ``Dataset`` of one split, yielding (uint8 (C, H, W) image, label): the hook for streaming."""
         return TensorImages(images, labels.long())
 
     def no_test_split(self, stage: str) -> str:
-        """The refusal when ``load_splits`` has no ``test``; a dataset may say what to add instead."""
         name = type(self).__name__
         return f"{name} has no test split, so there are no test images to {stage} on: add one to {name}.load_splits()"
 
-    def split(self, images: Any, labels: torch.Tensor, fraction: float, option: str = "--data.val_split",
-              reserve: int = 0, seed: int | None = None) -> tuple[tuple, tuple]:  # fmt: skip
-        """``(kept, held out)``: ``fraction`` of the images (a tensor or a list) held out, stratified by class and
-        seeded (``self.seed`` by default). ``option`` is the setting ``fraction`` came from; ``reserve``: how many
-        more splits the kept part is cut into later (1 for test first, then val). A class or fraction too small
-        to stratify is named with its fix, instead of failing inside scikit-learn with a traceback."""
+    def split(
+        self,
+        images: Any,
+        labels: torch.Tensor,
+        fraction: float,
+        option: str = "--data.val_split",
+        reserve: int = 0,
+        seed: int | None = None,
+    ) -> tuple[tuple, tuple]:
+        """``(kept, held out)``, stratified and seeded; ``option`` names the setting in errors, ``reserve`` how many
+        more splits the kept part is cut into later (a class then needs one image more)."""
         check_fraction(option, fraction, 0.1)
         labels = torch.as_tensor(labels).long()
         names, counts = getattr(self, "class_names", None) or [], torch.bincount(labels)
@@ -163,22 +153,16 @@ class ImageDataModule(LightningDataModule):
         return tuple((pick(index), labels[index]) for index in parts)
 
     @cached_property
-    def _splits(self) -> dict[str, tuple]:
+    def _datasets(self) -> dict[str, Dataset]:
         splits = dict(self.load_splits())
         if "val" not in splits:
             splits["train"], splits["val"] = self.split(*splits["train"], self.val_split)
-        return splits
-
-    def _dataset_of(self, name: str) -> Dataset | None:
-        if name not in self._datasets:  # built once; None for a missing test split
-            self._datasets[name] = self.dataset(*self._splits[name]) if name in self._splits else None
-        return self._datasets[name]
+        return {name: self.dataset(*split) for name, split in splits.items()}
 
     @cached_property
     def statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel mean and std in [0, 1] of a seeded sample of the training images, read through the training
-        ``Dataset``: in memory or streamed, the model normalises (and trains) the same."""
-        train = self._dataset_of("train")
+        """Per-channel mean and std of a seeded sample, read through the training ``Dataset`` (in memory or not)."""
+        train = self._datasets["train"]
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))[:STATISTICS_SAMPLE]
         images = torch.stack([train[i][0] for i in pick.sort().values.tolist()]).float() / 255
         return tuple(images.mean(dim=(0, 2, 3)).tolist()), tuple(images.std(dim=(0, 2, 3)).tolist())
@@ -187,22 +171,21 @@ class ImageDataModule(LightningDataModule):
     std = property(lambda self: self.statistics[1], doc="Per-channel standard deviation, likewise.")
 
     def _require_test_split(self, stage: Any) -> None:
-        if getattr(stage, "value", stage) in ("test", "predict") and "test" not in self._splits:
-            raise UserError(self.no_test_split(getattr(stage, "value", stage)))
+        stage = getattr(stage, "value", stage)
+        if stage in ("test", "predict") and "test" not in self._datasets:
+            raise UserError(self.no_test_split(stage))
 
     def prepare_data(self) -> None:
-        """Runs before the loggers create anything: ``test``/``predict`` without a test split stop here, so a
-        failed evaluation of a run's checkpoint leaves that run untouched."""
+        """Runs before the loggers create anything, so a refused ``test``/``predict`` leaves the run untouched."""
         if self.trainer is not None:
             self._require_test_split(self.trainer.state.fn)
 
     def setup(self, stage: str | None = None) -> None:
-        """Runs on every process: the splits' datasets (the test split also serves predict)."""
         self._require_test_split(stage)
-        self.train_set, self.val_set, self.test_set = (self._dataset_of(n) for n in ("train", "val", "test"))
+        self.train_set, self.val_set, self.test_set = (self._datasets.get(n) for n in ("train", "val", "test"))
 
     def workers(self, dataset: Dataset) -> int:
-        """``num_workers``, with ``auto`` resolved for this dataset and machine."""
+        """``num_workers``, with ``auto`` resolved: in-memory batches are one index, workers would only copy."""
         if self.num_workers != "auto":
             return self.num_workers
         if isinstance(dataset, TensorDataset):
@@ -210,45 +193,34 @@ class ImageDataModule(LightningDataModule):
         return suggested_max_num_workers(self.trainer.num_devices if self.trainer is not None else 1)
 
     def _loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
-        """A plain ``DataLoader``, so Lightning's own ``DistributedSampler`` shards training under DDP (the same
-        per-epoch shuffle on every rank). Evaluation gets an ``UnrepeatedDistributedSampler``: every image is
-        evaluated exactly once (the default pads ranks with repeated images, biasing val/test accuracy)."""
+        """Lightning's ``DistributedSampler`` shards training under DDP; evaluation counts every image once."""
         assert dataset is not None, "setup() has not built this split"
         dataset = self._device_copy(dataset)
         workers = self.workers(dataset)
-        # Auto: keep workers only where starting them is slow (spawn/forkserver). A persistent iterator skips the
-        # per-epoch seed draw every other loader makes, so from epoch 2 on the shuffle and dropout would differ
-        # from the in-memory path's for the same seed; with fork, a fresh start each epoch costs milliseconds.
-        method = mp.get_start_method(allow_none=True) or mp.get_all_start_methods()[0]  # [0]: the default
-        keep = method != "fork" if self.persistent_workers is None else self.persistent_workers
+        # Persistent workers skip the per-epoch seed draw (shuffles would differ): by default only where spawning.
+        method = mp.get_start_method(allow_none=True) or mp.get_all_start_methods()[0]
+        keep = (method != "fork" if self.persistent_workers is None else self.persistent_workers) and workers > 0
         sampler, trainer = None, self.trainer
         if not shuffle and trainer is not None and trainer.world_size > 1:
-            sampler = UnrepeatedDistributedSampler(
-                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-            )
+            sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
         in_memory = isinstance(dataset, TensorImages)
-        if in_memory and workers == 0:  # deliberate: Lightning's "not many workers" hint is about per-sample loading
+        if in_memory and workers == 0:  # Lightning's "not many workers" hint is about per-sample loading
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        on_device = in_memory and dataset.tensors[0].device.type != "cpu"
+        pin = self.pin_memory and not (in_memory and dataset.tensors[0].device.type != "cpu")
+        options = dict(num_workers=workers, collate_fn=whole_batch if in_memory else None, pin_memory=pin)
+        # Keywords, not positions: Lightning re-creates the loader with its own sampler under DDP.
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
-            collate_fn=whole_batch if in_memory else None, pin_memory=self.pin_memory and not on_device,
-            persistent_workers=keep and workers > 0,
-        )  # fmt: skip
+            dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, persistent_workers=keep, **options
+        )
 
     def _device_copy(self, dataset: Dataset) -> Dataset:
-        """An in-memory split moved to the training device once (see ``data_on_device``); else ``dataset``."""
-        trainer = self.trainer
-        if not isinstance(dataset, TensorImages) or trainer is None or self.data_on_device is False:
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if not isinstance(dataset, TensorImages) or device.type == "cpu" or self.data_on_device is False:
             return dataset
-        device = trainer.strategy.root_device
-        if device.type == "cpu":
-            return dataset
-        host, copy = self._on_device.get(id(dataset), (None, None))
-        if host is not dataset or copy.tensors[0].device != device:  # one copy of the whole split
-            copy = TensorImages(*(tensor.to(device) for tensor in dataset.tensors))
-            self._on_device[id(dataset)] = (dataset, copy)
-        return copy
+        key = (id(dataset), device)  # the datasets live as long as self
+        if key not in self._on_device:
+            self._on_device[key] = TensorImages(*(tensor.to(device) for tensor in dataset.tensors))
+        return self._on_device[key]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)  # the only shuffled loader: evaluation order stays fixed
@@ -263,8 +235,7 @@ class ImageDataModule(LightningDataModule):
         return self._loader(self.test_set)  # in order: prediction writers get each batch's indices from Lightning
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Runs on the training device after each batch is moved there: augment training batches only, a
-        different draw per image. Only (images, labels) pairs: Lightning also passes the example input here."""
+        """Augments training (images, labels) batches only; Lightning also passes the example input here."""
         training = self.augment.active and self.trainer is not None and self.trainer.training
         if training and isinstance(batch, (list, tuple)) and len(batch) == 2:
             return type(batch)([self.augment(batch[0]), batch[1]])

@@ -28,9 +28,7 @@ class DigitsDataModule(ImageDataModule):
         from sklearn.datasets import load_digits  # imported here: ~0.2 s that only the digits need
 
         digits = load_digits()
-        # 0..16 intensities -> uint8 0..255, like every other image source.
-        images = (torch.from_numpy(digits.images) * (255 / 16)).round().to(torch.uint8).unsqueeze(1)
-        labels = torch.from_numpy(digits.target).long()
+        images = (torch.from_numpy(digits.images) * (255 / 16)).round().to(torch.uint8).unsqueeze(1)  # 0..16 in
         # Seed 0, not `seed`: runs with different seeds are compared on the same test images.
-        train, test = self.split(images, labels, self.test_split, "--data.test_split", reserve=1, seed=0)
+        train, test = self.split(images, torch.from_numpy(digits.target), self.test_split, "--data.test_split", 1, 0)
         return {"train": train, "test": test}

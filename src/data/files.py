@@ -1,9 +1,5 @@
-"""Your own image files, classified by a checkpoint: ``predict --ckpt_path CKPT --data configs/data/files.yaml``.
-
-No training data is needed: class names, channels, size and statistics all come from the checkpoint. Images of any
-size and mode are decoded like training images (EXIF orientation, palette/RGBA/16-bit handled) and converted to
-the channels and size the model was trained on.
-"""
+"""Your own image files, classified by a checkpoint: ``predict --ckpt_path CKPT --data configs/data/files.yaml``;
+class names, channels, size and statistics come from the checkpoint."""
 
 from typing import Literal
 
@@ -12,36 +8,30 @@ from lightning.fabric.utilities.data import suggested_max_num_workers
 from torch.utils.data import DataLoader
 
 from src.data.base import check_loader_args
-from src.data.images import ImageFiles, find_images, readable
+from src.data.images import ImageFiles, find_images, open_header, read_all
 from src.errors import UserError
 
 
 class FilesDataModule(LightningDataModule):
     """Image files to predict on: one file, a folder (searched recursively) or a glob pattern. Predict only."""
 
-    #: A checkpoint supplies these (the CLI takes them from ``--ckpt_path``); this module has no training data.
-    class_names = None
-    input_shape = None
-    mean = None
-    std = None
+    class_names = input_shape = mean = std = None  # the CLI takes them from ``--ckpt_path``
 
     def __init__(self, path: str, batch_size: int = 64, num_workers: int | Literal["auto"] = "auto") -> None:
         """
         Args:
             path: an image file, a folder of images (subfolders included) or a glob such as ``photos/*.jpg``.
-                Files with other extensions are skipped with a warning.
             batch_size: images per batch.
             num_workers: DataLoader worker processes decoding files; ``auto``: Lightning's suggestion.
         """
         super().__init__()
         check_loader_args(batch_size, num_workers)
         self.paths = find_images(path)
-        readable(self.paths)  # an unreadable image stops here, named, before any run directory exists
+        read_all(self.paths, open_header)  # an unreadable image stops here, before any run directory exists
         self.batch_size, self.num_workers = batch_size, num_workers
         self.dataset: ImageFiles | None = None
 
     def setup(self, stage: str) -> None:
-        """Runs on every process once the model is attached: decode to the model's own channels and size."""
         if stage != "predict":
             raise UserError("--data FilesDataModule only predicts: use `predict --ckpt_path CKPT`.")
         spec = self.trainer.lightning_module.input_spec

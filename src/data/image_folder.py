@@ -1,12 +1,6 @@
-"""A folder of images, one sub-folder per class (``root/<class>/*.png|jpg|jpeg|bmp|webp``).
-
-Either one root split into train/val/test (stratified, seeded), or separate ``train/``, ``val/`` and ``test/``
-roots under ``data_dir`` (without ``val/``, val is split off ``train/``; without ``test/``, there is no test split:
-``test`` and ``predict`` refuse to run rather than report validation accuracy as test accuracy). Images of any
-size are resized to ``image_size``; grey or RGB as configured. Folders that fit in memory are decoded once into
-uint8 tensors (the fast path); larger ones are streamed from disk by DataLoader workers. Both give the same images
-in the same batches.
-"""
+"""A folder of images, one sub-folder per class (``root/<class>/*.png|jpg|...``): one root split train/val/test, or
+``train/`` (``val/``, ``test/``) roots. Decoded once into memory when they fit, else streamed from disk by
+DataLoader workers: the same images in the same batches either way."""
 
 import os
 from functools import cached_property
@@ -19,14 +13,12 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import find_classes
 
 from src.data.base import ImageDataModule, TensorImages
-from src.data.images import IMAGE_SUFFIXES, ImageFiles, read_image, readable, unreadable
+from src.data.images import IMAGE_SUFFIXES, ImageFiles, open_header, read_all, read_image
 from src.errors import UserError
-
-SKIP = "Remove it, or pass --data.skip_corrupt true."
 
 
 class ImageFolderDataModule(ImageDataModule):
-    """Class-per-folder images; normalisation statistics are measured on the training split."""
+    """Class-per-folder images; statistics measured on the training split."""
 
     def __init__(
         self,
@@ -45,8 +37,8 @@ class ImageFolderDataModule(ImageDataModule):
             grayscale: decode as one grey channel instead of RGB.
             test_split: with a single root, the fraction held out as test (stratified by class).
             skip_corrupt: skip unreadable images with a warning instead of stopping with an error.
-            in_memory: decode every image once into memory (fast path) or stream files from disk with DataLoader
-                workers; ``auto`` decodes when the decoded images take at most a quarter of this machine's RAM.
+            in_memory: decode every image once into memory, or stream files from disk with DataLoader workers;
+                ``auto`` decodes when the decoded images take at most a quarter of this machine's RAM.
             **kwargs: batch size, workers, val split, seed and augmentation: see ``ImageDataModule``.
         """
         if image_size < 1:
@@ -62,13 +54,12 @@ class ImageFolderDataModule(ImageDataModule):
                 f"--data.data_dir {data_dir!r} has no class sub-folders: put images in {train_root}/<class>/."
             ) from None
         self.input_shape = (1 if grayscale else 3, image_size, image_size)
-        self.image_size, self.test_split, self.skip_corrupt = image_size, test_split, skip_corrupt
-        self._in_memory = in_memory
+        self.test_split, self.skip_corrupt, self._in_memory = test_split, skip_corrupt, in_memory
         super().__init__(**kwargs)
 
     @cached_property
     def _listed(self) -> dict[str, tuple[list[Path], torch.Tensor]]:
-        """Image files and labels of each root (``train``/``val``/``test``, or ``all``), listed once, sorted."""
+        """Sorted files and labels of each root (``train``/``val``/``test``, or ``all``)."""
         roots = {name: self.root / name for name in ("train", "val", "test") if (self.root / name).is_dir()}
         listed = {}
         for name, root in (roots if "train" in roots else {"all": self.root}).items():
@@ -87,41 +78,30 @@ class ImageFolderDataModule(ImageDataModule):
 
     @cached_property
     def in_memory(self) -> bool:
-        """The fast path unless the decoded images would take more than a quarter of the machine's memory."""
         if self._in_memory != "auto":
             return bool(self._in_memory)
         count = sum(len(paths) for paths, _ in self._listed.values())
-        needed = count * self.input_shape[0] * self.image_size**2
-        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        choice = needed <= available / 4
-        rank_zero_info(
-            f"{count} images, {needed / 2**30:.2f} GiB decoded: "
-            f"{'decoded into memory' if choice else 'streamed from disk'} (--data.in_memory true/false to choose)"
-        )
+        needed = count * self.input_shape[0] * self.input_shape[1] ** 2
+        choice = needed <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4
+        how = "decoded into memory" if choice else "streamed from disk"
+        rank_zero_info(f"{count} images, {needed / 2**30:.2f} GiB decoded: {how} (--data.in_memory true/false)")
         return choice
 
     def load_splits(self) -> dict[str, tuple[list[Path], torch.Tensor]]:
-        """File lists: separate roots if present, else test split off the one root (val is split off train by the
-        base). No ``test`` for ``train/`` without ``test/``: the val split is never reused as the test split."""
+        """``train/`` without ``test/`` has no test split: the val split is never reused as the test split."""
         splits = dict(self._listed)
         if "all" in splits:
             splits["train"], splits["test"] = self.split(*splits.pop("all"), self.test_split, "--data.test_split", 1)
         return splits
 
     def dataset(self, paths: list[Path], labels: torch.Tensor) -> Dataset:
-        """Decoded once into memory (the fast path), or streamed: files decoded in DataLoader workers."""
-        channels, size = self.input_shape[0], (self.image_size, self.image_size)
-        if not self.in_memory:  # open every header now (cheap): non-images fail or are skipped before training
-            kept = readable(paths, self.skip_corrupt, SKIP)
-            return ImageFiles([paths[i] for i in kept], channels, size, labels[kept])
-        images, kept = [], []
-        for i, path in enumerate(paths):
-            try:
-                images.append(read_image(path, channels, size))
-                kept.append(i)
-            except OSError as err:  # PIL's UnidentifiedImageError and truncated files are OSErrors
-                unreadable(path, err, self.skip_corrupt, SKIP)
-        return TensorImages(torch.stack(images), labels[kept])
+        """Decoded once into memory, or streamed (headers opened now, so non-images fail before training)."""
+        channels, size = self.input_shape[0], self.input_shape[1:]
+        read = (lambda path: read_image(path, channels, size)) if self.in_memory else open_header
+        kept, images = read_all(paths, read, self.skip_corrupt, "Remove it, or pass --data.skip_corrupt true.")
+        if self.in_memory:
+            return TensorImages(torch.stack(images), labels[kept])
+        return ImageFiles([paths[i] for i in kept], channels, size, labels[kept])
 
     def no_test_split(self, stage: str) -> str:
         return (
