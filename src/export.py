@@ -1,10 +1,6 @@
 """Export a checkpoint for deployment without this template: ONNX (onnxruntime, TensorRT, ...) and torch.export.
-
-``python -m src.train export --ckpt_path <run>/checkpoints/last.ckpt`` writes ``model.onnx``, ``model.pt2``,
-``labels.json`` and ``input_spec.json`` into ``<run>/export/``. Both models are ``ImageClassifier.forward`` traced on
-what a deployment feeds, ``images``: float32 (N, C, H, W) in [0, 1] at the trained size, any N; they return
-``logits`` (N, classes), normalisation inside. ``Predictor.from_onnx(folder)`` runs one with onnxruntime.
-"""
+Both are ``ImageClassifier.forward`` traced on ``images``, float32 (N, C, H, W) in [0, 1] at the trained size, any N,
+returning ``logits`` (N, classes): normalisation is inside. ``labels.json`` and ``input_spec.json`` go beside them."""
 
 import importlib.util
 import json
@@ -13,7 +9,6 @@ import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -42,10 +37,8 @@ def _check_output(output: Path, onnx: bool) -> None:
 
 
 def export_model(model: ImageClassifier, output: str | Path, onnx: bool = True, pt2: bool = True) -> dict[str, Path]:
-    """Write the exports of ``model`` (moved to the CPU, float32, eval mode) into the folder ``output`` (created;
-    must not hold files yet) and return their paths by kind (``onnx``, ``pt2``, ``labels``, ``spec``; also
-    ``onnx_data`` for weights over ``ONNX_INLINE_LIMIT``). Written into a temporary sibling folder, renamed at the
-    end: a failed export leaves nothing behind that a rerun would refuse to overwrite."""
+    """The exports of ``model`` (to the CPU, float32, eval mode) in the new or empty folder ``output``, by kind. Written
+    into a temporary sibling renamed at the end: a failed export leaves nothing a rerun would refuse to overwrite."""
     output = Path(output)
     _check_output(output, onnx)
     model = model.cpu().float().eval()
@@ -53,71 +46,50 @@ def export_model(model: ImageClassifier, output: str | Path, onnx: bool = True, 
     # Batch 2, not 1: torch.export specialises a size of 1 to a constant. Any batch size, 1 included, runs later.
     example = (torch.rand(2, spec.channels, *spec.size),)
     dynamic = {INPUT_NAME: {0: torch.export.Dim("batch")}}
-    output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)  # left by a killed export of a process with the same id
-    partial.mkdir()
-    written: dict[str, Path] = {}
+    partial.mkdir(parents=True)
     try:
         program = torch.export.export(model, example, dynamic_shapes=dynamic)  # the one forward, traced
         if pt2:
             with warnings.catch_warnings():  # about non-contiguous (channels-last) weights; harmless on the CPU
                 warnings.filterwarnings("ignore", message="No complete tensor found in the group")
                 torch.export.save(program, partial / FILES["pt2"])
-            written["pt2"] = output / FILES["pt2"]
-        opset = None
         if onnx:
-            weight_bytes = sum(t.numel() * t.element_size() for t in program.state_dict.values())
-            onnx_program = torch.onnx.export(program, example, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                             dynamic_shapes=dynamic, dynamo=True, verbose=False)  # fmt: skip
-            onnx_program.save(partial / FILES["onnx"], external_data=weight_bytes > ONNX_INLINE_LIMIT)
-            opset = onnx_program.model.opset_imports.get("")
-            written["onnx"] = output / FILES["onnx"]
-            if (partial / f"{FILES['onnx']}.data").is_file():  # the weights of a large model, read from beside it
-                written["onnx_data"] = output / f"{FILES['onnx']}.data"
+            large = sum(t.numel() * t.element_size() for t in program.state_dict.values()) > ONNX_INLINE_LIMIT
+            names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
+            exported = torch.onnx.export(program, example, **names, dynamic_shapes=dynamic, dynamo=True, verbose=False)
+            exported.save(partial / FILES["onnx"], external_data=large)
         (partial / FILES["labels"]).write_text(json.dumps(list(model.class_names), indent=1) + "\n")
-        (partial / FILES["spec"]).write_text(json.dumps(_spec_json(model, spec, opset), indent=1) + "\n")
-        written.update(labels=output / FILES["labels"], spec=output / FILES["spec"])
+        spec_json = {
+            "input_name": INPUT_NAME,
+            "shape": ["batch", spec.channels, *spec.size],
+            "channels": spec.channels,
+            "height": spec.size[0],
+            "width": spec.size[1],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "mean": [float(f"{v:.7g}") for v in spec.mean],  # float32 values, printed without float64 noise
+            "std": [float(f"{v:.7g}") for v in spec.std],
+            "normalization": "inside the model: (images - mean) / std; feed [0, 1] pixels, do not normalise again",
+            "output_name": OUTPUT_NAME,
+            "output": "log_probs" if model.hparams.get("loss") == "nll" else "logits",  # softmax: probabilities
+            "tta_hflip": bool(model.hparams.get("tta_hflip")),
+        }
+        (partial / FILES["spec"]).write_text(json.dumps(spec_json, indent=1) + "\n")
         if output.is_dir():
             output.rmdir()  # empty (checked above)
         partial.rename(output)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return written
-
-
-def _spec_json(model: ImageClassifier, spec: InputSpec, opset: int | None) -> dict[str, Any]:
-    """What a deployment must feed the exported models and what it gets back, in words a person can follow."""
-    log_probs = model.hparams.get("loss") == "nll"
-    return {
-        "input_name": INPUT_NAME,
-        "shape": ["batch", spec.channels, *spec.size],
-        "channels": spec.channels,
-        "height": spec.size[0],
-        "width": spec.size[1],
-        "dtype": "float32",
-        "range": [0.0, 1.0],
-        "layout": "NCHW",
-        "mean": [float(f"{v:.7g}") for v in spec.mean],  # float32 values, printed without float64 noise
-        "std": [float(f"{v:.7g}") for v in spec.std],
-        "normalization": "inside the model: (images - mean) / std; feed [0, 1] pixels, do not normalise again",
-        "output_name": OUTPUT_NAME,
-        "output": "log_probs" if log_probs else "logits",
-        "output_note": "softmax(output, axis=1) gives class probabilities"
-        + (" (log-probabilities: the model was trained with loss nll)" if log_probs else ""),
-        "num_classes": len(model.class_names),
-        "tta_hflip": bool(model.hparams.get("tta_hflip")),
-        "onnx_opset": opset,
-        "torch_version": torch.__version__.split("+")[0],
-    }
+    kinds = {"onnx_data": f"{FILES['onnx']}.data", **FILES}
+    return {kind: output / name for kind, name in kinds.items() if (output / name).is_file()}
 
 
 def export_checkpoint(
     ckpt_path: str | Path, output: str | Path | None = None, onnx: bool = True, pt2: bool = True
 ) -> dict[str, Path]:
-    """Export a checkpoint of this template into ``output``, by default ``<run>/export`` (else ``export/`` beside
-    the checkpoint). Bad input (a missing checkpoint, an existing export, the export extra absent) is a
-    ``UserError`` before anything is built or written."""
+    """Export a checkpoint into ``output``, by default ``<run>/export`` (else ``export/`` beside the checkpoint)."""
     if not (onnx or pt2):
         raise UserError("nothing to export: --onnx and --pt2 are both false.")
     checkpoint = read_checkpoint(ckpt_path)
@@ -143,17 +115,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 class OnnxModel(nn.Module):
-    """An exported ``model.onnx`` run by onnxruntime, with what ``Predictor`` needs of a model: ``class_names``,
-    ``input_spec`` and ``forward`` (images as the checkpoint's model takes them -> logits).
-
-    Reads ``labels.json`` and ``input_spec.json`` beside the model; images are converted to the trained channels
-    and size by the checkpoint's own code (``Preprocess.pixels``), so both give the same probabilities.
-    """
+    """``model.onnx`` in onnxruntime, as ``Predictor`` uses a model; images converted by the checkpoint's own code
+    (``Preprocess.pixels``), so both give the same probabilities."""
 
     def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
         super().__init__()
-        path = Path(path)
-        path = path / FILES["onnx"] if path.is_dir() else path
+        path = Path(path) / FILES["onnx"] if Path(path).is_dir() else Path(path)
         if not path.is_file():
             raise UserError(f"no ONNX model at {path}: give model.onnx or its folder, written by `export`.")
         try:

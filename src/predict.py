@@ -22,6 +22,7 @@ from src.data.images import find_images, pil_to_uint8, read_image
 from src.models.classifier import ImageClassifier, probabilities
 
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
+Images = ImageLike | Iterable[ImageLike]
 
 
 @dataclass
@@ -34,7 +35,6 @@ class Prediction:
 
     @property
     def label(self) -> str:
-        """The most probable class."""
         return self.classes[0]
 
 
@@ -45,9 +45,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Im
 
 def _array_to_chw(x: torch.Tensor) -> torch.Tensor:
     """(H, W), (H, W, C) or (C, H, W) -> (C, H, W); uint16 -> [0, 1] floats (uint8 and floats pass through)."""
-    if x.dim() == 2:
-        x = x.unsqueeze(0)
-    elif x.dim() == 3 and x.shape[-1] in (1, 2, 3, 4) and x.shape[0] not in (1, 2, 3, 4):
+    x = x.unsqueeze(0) if x.dim() == 2 else x
+    if x.dim() == 3 and x.shape[-1] in (1, 2, 3, 4) and x.shape[0] not in (1, 2, 3, 4):
         x = x.permute(2, 0, 1)
     if x.dim() != 3:
         raise ValueError(f"an image must be (H, W), (H, W, C) or (C, H, W), got shape {tuple(x.shape)}")
@@ -66,58 +65,51 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device | None = None) -> "Predictor":
-        """A checkpoint of this template (see ``load_model``)."""
         return cls(load_model(checkpoint), device)
 
     @classmethod
     def from_onnx(cls, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> "Predictor":
-        """An ONNX export (``model.onnx`` or its folder, written by ``python -m src.train export``) run by
-        onnxruntime, without the checkpoint; needs ``pip install -e '.[export]'``."""
+        """An ONNX export (``model.onnx`` or its folder) run by onnxruntime, without the checkpoint; needs
+        ``pip install -e '.[export]'``."""
         from src.export import OnnxModel  # onnxruntime only when asked for
 
         return cls(OnnxModel(path, providers), device="cpu")  # type: ignore[arg-type]  # duck-typed: see OnnxModel
 
-    def _images(self, images: ImageLike | Iterable[ImageLike]) -> list[tuple[str, torch.Tensor]]:
+    def _images(self, images: Images) -> list[tuple[str, torch.Tensor]]:
         """(source, (C, H, W) tensor) per image; files and PIL images decoded exactly as the CLI does."""
-        spec = self.model.input_spec
-        if isinstance(images, (str, Path, Image.Image)) or (
-            isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim in (2, 3)
-        ):
-            images = [images]
+        channels, size = self.model.input_spec.channels, self.model.input_spec.size
+        single = isinstance(images, (str, Path, Image.Image)) or getattr(images, "ndim", 0) in (2, 3)
         out: list[tuple[str, torch.Tensor]] = []
-        for n, item in enumerate(images):
+        for n, item in enumerate([images] if single else images):
             if isinstance(item, (str, Path)):
-                out += [(str(p), read_image(p, spec.channels, spec.size)) for p in find_images(item)]
+                out += [(str(path), read_image(path, channels, size)) for path in find_images(item)]
             elif isinstance(item, Image.Image):
-                out.append((f"<image {n}>", pil_to_uint8(item, spec.channels, spec.size)))
+                out.append((f"<image {n}>", pil_to_uint8(item, channels, size)))
             elif isinstance(item, (np.ndarray, torch.Tensor)):
                 tensor = torch.from_numpy(np.ascontiguousarray(item)) if isinstance(item, np.ndarray) else item
-                batch = tensor if tensor.dim() == 4 else tensor.unsqueeze(0)
-                out += [(f"<array {n}[{i}]>" if tensor.dim() == 4 else f"<array {n}>", _array_to_chw(image))
-                        for i, image in enumerate(batch)]  # fmt: skip
+                if tensor.dim() == 4:
+                    out += [(f"<array {n}[{i}]>", _array_to_chw(image)) for i, image in enumerate(tensor)]
+                else:
+                    out.append((f"<array {n}>", _array_to_chw(tensor)))
             else:
                 raise TypeError(f"cannot classify a {type(item).__name__}: give paths, PIL images, arrays or tensors")
         return out
 
-    def probabilities(self, images: ImageLike | Iterable[ImageLike], batch_size: int = 64) -> torch.Tensor:
+    def probabilities(self, images: Images, batch_size: int = 64) -> torch.Tensor:
         """(N, num_classes) class probabilities, in input order (folders expanded in sorted order)."""
-        return self._sources_and_probabilities(images, batch_size)[1]
+        return self._run(images, batch_size)[1]
 
-    def _sources_and_probabilities(self, images: ImageLike | Iterable[ImageLike], batch_size: int) -> tuple:
+    def _run(self, images: Images, batch_size: int) -> tuple[list[str], torch.Tensor]:
         sources, tensors = zip(*self._images(images), strict=True)
         with torch.no_grad():
-            chunks = [
-                self.model([x.to(self.device) for x in tensors[i : i + batch_size]])
-                for i in range(0, len(tensors), batch_size)
-            ]
-        return list(sources), probabilities(torch.cat(chunks)).cpu()
+            batches = [tensors[i : i + batch_size] for i in range(0, len(tensors), batch_size)]
+            out = torch.cat([self.model([x.to(self.device) for x in batch]) for batch in batches])
+        return list(sources), probabilities(out).cpu()
 
-    def predict(
-        self, images: ImageLike | Iterable[ImageLike], top_k: int = 3, batch_size: int = 64
-    ) -> list[Prediction]:
+    def predict(self, images: Images, top_k: int = 3, batch_size: int = 64) -> list[Prediction]:
         """The ``top_k`` classes of every image, most probable first."""
         check_top_k(top_k, self.class_names)
-        sources, probs = self._sources_and_probabilities(images, batch_size)
+        sources, probs = self._run(images, batch_size)
         values, classes = probs.topk(top_k, dim=1)
         return [
             Prediction(source, [self.class_names[c] for c in cs], ps)

@@ -23,6 +23,7 @@ from src.models.preprocess import InputSpec, Preprocess
 
 #: Training steps between checks for a diverged (NaN/inf) loss; also checked at every epoch end.
 DIVERGENCE_CHECK_EVERY = 20
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def probabilities(out: torch.Tensor) -> torch.Tensor:
@@ -31,9 +32,8 @@ def probabilities(out: torch.Tensor) -> torch.Tensor:
 
 
 class ImageClassifier(LightningModule):
-    """Trains any network that maps (B, C, H, W) images to (B, num_classes) logits. Logs ``train/loss``, ``train/acc``,
-    ``val/loss``, ``val/acc``, ``val/acc_best``, ``val/acc_per_class/<class>``, ``test/loss``, ``test/acc`` and
-    ``test/acc_per_class/<class>``."""
+    """Trains any network that maps images to logits. Logs ``{train,val,test}/{loss,acc}``, ``val/acc_best``, and
+    ``{val,test}/acc_per_class/<class>``."""
 
     def __init__(
         self,
@@ -60,21 +60,18 @@ class ImageClassifier(LightningModule):
             input_shape: (channels, height, width) of one image (linked from the data module).
             input_mean: per-channel mean of the [0, 1] training images, used to normalise (linked from the data).
             input_std: per-channel standard deviation, likewise.
-            network: network class, called as ``network(input_shape, num_classes, **its YAML init_args)``;
-                ``SimpleCNN`` when empty (a default class would lend its arguments to any other class a config names).
+            network: network class, called as ``network(input_shape, num_classes, **init_args)``; empty: SimpleCNN.
             loss: ``cross_entropy`` on logits, or ``nll`` on a log-softmax head (same optimum, the classic pairing).
             optimizer: optimiser class and its arguments, e.g. Adam, SGD (momentum), AdamW, Adadelta.
             scheduler: learning-rate scheduler class and its arguments; none = constant.
             lr_multipliers: parameter-name prefix (e.g. ``backbone``) -> factor on the lr of the parameters under it.
             init: weight initialisation outside a pretrained backbone: ``default`` (PyTorch's), ``kaiming``, ``xavier``.
-            scheduler_interval: step the scheduler every ``epoch`` or optimiser ``step`` (OneCycleLR); one with
-                ``total_steps`` left empty gets the run's length, in those units.
+            scheduler_interval: step the scheduler every ``epoch`` or ``step``; empty ``total_steps``: the run's length.
             label_smoothing: target probability moved from the true class to all classes (0 = one-hot).
             decay_norms_and_biases: apply ``weight_decay`` to 1-D parameters (BatchNorm, biases) too.
             channels_last: NHWC conv weights and activations, usually faster convolutions.
             compile: ``torch.compile`` the network (the first batches are slower while it compiles).
-            tta_hflip: in evaluation (val, test, predict), average the logits of each image and its mirror image;
-                pays off for data trained with ``--data.random_hflip true``.
+            tta_hflip: in val, test and predict, average the logits of each image and its mirror image.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -82,25 +79,21 @@ class ImageClassifier(LightningModule):
         num_classes = len(self.class_names)
         self.net = check_network((network or SimpleCNN)(tuple(input_shape), num_classes))
         # Pretrained weights bring their own channels, size and statistics; other networks get the data's.
-        channels, height, width = input_shape
-        spec = getattr(self.net, "input_spec", None) or InputSpec(channels, (height, width), input_mean, input_std)
-        self.preprocess = Preprocess(spec)
+        data_spec = InputSpec(input_shape[0], tuple(input_shape[1:]), input_mean, input_std)
+        self.preprocess = Preprocess(getattr(self.net, "input_spec", None) or data_spec)
         init_weights(self.net, init)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         if compile:
             self.net.compile()  # in place: parameter names, and so checkpoints, stay those of the plain network
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"--model.label_smoothing {label_smoothing} must be in [0, 1), e.g. 0.1 (0 = off)")
         # On log-probabilities (the nll head) cross-entropy equals NLL, so smoothing works for both heads.
         plain_nll = loss == "nll" and not label_smoothing
         self.criterion = nn.NLLLoss() if plain_nll else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(2, *input_shape)
-        self._param_groups()  # a bad lr_multipliers prefix fails here, before any run directory exists
         self._check_optimizer_arguments()
-
         # One metric object per stage (states must never mix); no NaN filtering: a diverged loss must show as NaN.
         self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(3))
         self.train_acc, self.val_acc, self.test_acc = (
@@ -110,28 +103,25 @@ class ImageClassifier(LightningModule):
             ClasswiseWrapper(MulticlassAccuracy(num_classes, average=None), self.class_names, f"{stage}/acc_per_class/")
             for stage in ("val", "test")
         )
+        # Synchronised across processes on compute(); read by the report and dashboard callbacks.
+        self.val_confusion, self.test_confusion = (MulticlassConfusionMatrix(num_classes) for _ in range(2))
         # Kept in checkpoints (torchmetrics states are not by default): a resumed run remembers its best epoch.
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)
-        # Synchronised across processes on compute(); read by the report and dashboard callbacks.
-        self.val_confusion, self.test_confusion = (MulticlassConfusionMatrix(num_classes) for _ in range(2))
 
     @classmethod
     def from_checkpoint(
         cls, checkpoint: str | Path | dict, device: str | torch.device = "cpu", label: str | None = None, **overrides
     ) -> "ImageClassifier":
-        """The model a checkpoint of this template holds, in eval mode on ``device``: built from its hyper-parameters
-        as the CLI built it, then given its weights; nothing else is read (no data, config, pretrained weights file
-        or download). ``checkpoint``: a path, or a dict from ``read_checkpoint`` (without ``state_dict``: the
-        architecture only). ``overrides`` replace hyper-parameters (``compile=False``); ``label`` names it in errors."""
+        """The model a checkpoint (a path, or a dict from ``read_checkpoint``; without ``state_dict``: untrained) holds,
+        in eval mode, from its hyper-parameters alone (``overrides`` replace some); ``label`` names it in errors."""
         from src.models.restore import from_checkpoint  # not needed by a fit from scratch
 
-        return from_checkpoint(cls, checkpoint, device, label, **overrides)
+        return from_checkpoint(cls, checkpoint, label, **overrides).to(device)
 
     def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-        """Logits (log-probabilities with ``loss='nll'``) of uint8 or [0, 1] float images of any channel count and
-        size (a batch, or a list of images of different sizes). Float32 images at the trained channels and size go
-        through plain tensor code (no resizing), which is what export traces."""
+        """Logits (log-probabilities with ``loss='nll'``) of uint8 or [0, 1] float images, any channels and size, a
+        batch or a list. Float32 at the trained channels and size is plain tensor code (no resize): export traces it."""
         x = self.preprocess(images)
         if self.hparams.get("channels_last"):
             x = x.contiguous(memory_format=torch.channels_last)
@@ -146,22 +136,16 @@ class ImageClassifier(LightningModule):
         p = self.preprocess
         return InputSpec(p.channels, p.size, p.mean.flatten().tolist(), p.std.flatten().tolist())
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self(batch[0])
-        return self.criterion(out, batch[1]), out, batch[1]
-
     def on_fit_start(self) -> None:
-        """Draw train and val loss on one TensorBoard chart."""
-        if isinstance(self.logger, TensorBoardLogger):
-            self.logger.experiment.add_custom_scalars(
-                {"Loss": {"Training vs. Validation Loss": ["Multiline", ["train/loss", "val/loss"]]}}
-            )
+        if isinstance(self.logger, TensorBoardLogger):  # train and val loss on one chart
+            charts = {"Loss": {"Training vs. Validation Loss": ["Multiline", ["train/loss", "val/loss"]]}}
+            self.logger.experiment.add_custom_scalars(charts)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One optimisation step; metrics only accumulate here and are logged once per epoch."""
-        loss, out, y = self._step(batch)
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        out = self(batch[0])
+        loss = self.criterion(out, batch[1])
         self.train_loss.update(loss.detach())
-        self.train_acc.update(out.detach(), y)
+        self.train_acc.update(out.detach(), batch[1])
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -169,10 +153,9 @@ class ImageClassifier(LightningModule):
             self._stop_if_diverged()
 
     def _stop_if_diverged(self) -> None:
-        """Stop a diverged run (NaN/inf loss) with a message instead of training on, and saving, NaN weights. Reading
-        the loss syncs with the host (hence not every step); every rank takes the same decision (a collective)."""
+        """Stop a NaN/inf loss before NaN weights are saved. Not every step: reading the loss syncs with the host."""
         diverged = not bool(torch.isfinite(self.train_loss.mean_value).all())
-        if not self.trainer.strategy.reduce_boolean_decision(diverged, all=False):
+        if not self.trainer.strategy.reduce_boolean_decision(diverged, all=False):  # every rank decides alike
             return
         lr = self.trainer.optimizers[0].defaults.get("lr", float("nan"))  # as configured, before any schedule
         raise UserError(
@@ -182,23 +165,22 @@ class ImageClassifier(LightningModule):
         )
 
     def on_train_epoch_end(self) -> None:
-        """Before this epoch's checkpoint. Lightning computes logged metric objects (synchronised) and resets them."""
+        """Before this epoch's checkpoint; Lightning computes (synchronised) and resets the logged metrics."""
         self._stop_if_diverged()
         self.log("train/loss", self.train_loss, prog_bar=True)
         self.log("train/acc", self.train_acc)
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._evaluate("val", batch)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._evaluate("test", batch)
 
-    def _evaluate(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Accumulates the stage's loss, accuracy, per-class accuracy and confusion matrix over the epoch; returns
-        the probabilities for callbacks (e.g. the dashboard's misclassified images)."""
-        loss, out, y = self._step(batch)
+    def _evaluate(self, stage: str, batch: Batch) -> dict[str, torch.Tensor]:
+        """Accumulates the stage's metrics over the epoch; the probabilities are for callbacks (the dashboard)."""
+        out, y = self(batch[0]), batch[1]
         mean_loss, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        mean_loss(loss)
+        mean_loss(self.criterion(out, y))
         acc(out, y)
         getattr(self, f"{stage}_acc_per_class").update(out, y)
         getattr(self, f"{stage}_confusion").update(out, y)
@@ -213,12 +195,11 @@ class ImageClassifier(LightningModule):
         self.test_confusion.reset()
 
     def on_validation_epoch_end(self) -> None:
-        """The best accuracy so far (not of the sanity check's few batches) and the per-class breakdown. Both are
-        the same on every process already; ``max`` keeps them exact while saying so."""
+        """The best accuracy so far (not of the sanity check's few batches) and the per-class breakdown."""
         if not self.trainer.sanity_checking:
             self.val_acc_best(self.val_acc.compute())
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True, reduce_fx="max")
-        self.log_dict(self.val_acc_per_class.compute(), sync_dist=True, reduce_fx="max")
+        self.log_dict(self.val_acc_per_class.compute(), sync_dist=True, reduce_fx="max")  # max: the same on every rank
         self.val_acc_per_class.reset()
 
     def on_test_epoch_end(self) -> None:
@@ -226,15 +207,11 @@ class ImageClassifier(LightningModule):
         self.test_acc_per_class.reset()
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        """Class probabilities per image. Batches are images, ``(images, targets)`` (targets passed through) or
-        ``{"image": images, "index": indices}`` from files (indices passed through)."""
+        """Probabilities of images, ``(images, targets)`` or files' ``{"image", "index"}``: targets, index passed on."""
         if isinstance(batch, dict):
             return {"probs": probabilities(self(batch["image"])), "index": batch["index"]}
-        pair = isinstance(batch, (tuple, list))
-        out = {"probs": probabilities(self(batch[0] if pair else batch))}
-        if pair and len(batch) > 1:
-            out["target"] = batch[1]
-        return out
+        images, *targets = batch if isinstance(batch, (tuple, list)) else [batch]
+        return {"probs": probabilities(self(images)), **({"target": targets[0]} if targets else {})}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A checkpoint holds every weight: its hyper-parameters rebuild the network without weight files."""
@@ -252,11 +229,7 @@ class ImageClassifier(LightningModule):
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         interval = self.hparams.get("scheduler_interval", "epoch")
-        steps = 0
-        if self.scheduler_spans_run:  # only then is the run's length needed (and a trainer attached)
-            steps = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
-            steps = int(steps) if steps is not None and math.isfinite(steps) else 0
-        scheduler = {"scheduler": self._scheduler(optimizer, steps), "interval": interval, "monitor": "val/loss"}
+        scheduler = {"scheduler": self._scheduler(optimizer), "interval": interval, "monitor": "val/loss"}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     @property
@@ -267,8 +240,7 @@ class ImageClassifier(LightningModule):
 
     def check_run_length(self, max_epochs: int | None, max_steps: int) -> None:
         """A scheduler spanning the run needs a finite one: refuse an endless run before anything is written."""
-        interval = self.hparams.get("scheduler_interval", "epoch")
-        finite = (max_epochs or 0) > 0 or (interval == "step" and max_steps > 0)
+        finite = (max_epochs or 0) > 0 or (self.hparams.get("scheduler_interval") == "step" and max_steps > 0)
         if self.scheduler_spans_run and not finite:
             raise UserError(
                 f"--model.scheduler spans the whole run (total_steps is empty) but --trainer.max_epochs {max_epochs} "
@@ -276,19 +248,24 @@ class ImageClassifier(LightningModule):
                 "--model.scheduler_interval step), or give --model.scheduler.total_steps"
             )
 
-    def _scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+    def _scheduler(self, optimizer: torch.optim.Optimizer, steps: float | None = None) -> Any:
+        """One spanning the run gets its length (only then are the trainer and its run length needed)."""
         if not self.scheduler_spans_run:
             return self.scheduler_factory(optimizer)
-        if total_steps < 1:
+        if steps is None:
+            by_step = self.hparams.get("scheduler_interval") == "step"
+            steps = self.trainer.estimated_stepping_batches if by_step else self.trainer.max_epochs
+        if steps is None or not math.isfinite(steps) or steps < 1:
             self.check_run_length(-1, -1)
-        return self.scheduler_factory(optimizer, total_steps=total_steps)
+        return self.scheduler_factory(optimizer, total_steps=int(steps))
 
     def _check_optimizer_arguments(self) -> None:
-        """Build both once on a stand-in parameter: a bad argument (``lr: -1``) fails before any run directory."""
+        """A bad lr_multipliers prefix or optimiser/scheduler argument (``lr: -1``) fails before any run directory."""
+        self._param_groups()
         try:
             optimizer = self.optimizer_factory([nn.Parameter(torch.zeros(1))])
             if self.scheduler_factory is not None:
-                self._scheduler(optimizer, total_steps=100)
+                self._scheduler(optimizer, steps=100)
         except (ValueError, TypeError) as err:
             raise UserError(f"--model.optimizer / --model.scheduler: {err}") from None
 

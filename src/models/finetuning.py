@@ -1,11 +1,10 @@
 """Finetuning strategies for networks with a ``backbone`` (see ``TransferNet``): which backbone blocks train when.
 
-The optimiser holds the backbone's parameters from the start, in their own group (``lr_multipliers``), so groups,
-learning rates and the scheduler never change. DDP all-reduces exactly the parameters that required a gradient when
-it wrapped the model, so ``requires_grad`` changes only in ``setup``, before that (a backbone that never trains).
-Otherwise a frozen block keeps its gradients on and they are dropped after backward (after DDP's all-reduce), before
-the optimiser step: it gets no update at all (no momentum, no weight decay), identically on every rank. The phase
-follows the epoch, so a resumed run lands in the right one. Frozen BatchNorm layers keep their running statistics.
+The optimiser holds the backbone's parameters from the start, so groups, learning rates and the scheduler never
+change. DDP all-reduces the parameters that required a gradient when it wrapped the model, so ``requires_grad``
+changes only in ``setup``, before that (a backbone that never trains); otherwise a frozen block's gradients are dropped
+after DDP's all-reduce, before the step: no update at all (no momentum, no weight decay), the same on every rank. The
+phase follows the epoch, so a resumed run lands in the right one. Frozen BatchNorm keeps its running statistics.
 """
 
 from typing import Literal
@@ -14,28 +13,22 @@ from lightning import Callback, LightningModule, Trainer
 from torch import nn
 from torch.optim import Optimizer
 
-Strategy = Literal["none", "freeze", "freeze_unfreeze", "milestones"]
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def backbone_stages(backbone: nn.Module) -> list[nn.Module]:
-    """The backbone's blocks in input-to-output order (``features[i]`` for MobileNet/EfficientNet/CNN, else
-    the top-level children with parameters, e.g. ResNet's stem layers and ``layer1``..``layer4``)."""
+    """The backbone's blocks, input to output: ``features[i]`` (MobileNet, EfficientNet, CNN), else the children with
+    parameters (ResNet's stem layers and ``layer1``..``layer4``)."""
     container = backbone.features if isinstance(getattr(backbone, "features", None), nn.Sequential) else backbone
     return [m for m in container.children() if any(True for _ in m.parameters())]
 
 
 class TransferFinetuning(Callback):
-    """Which backbone layers train when; networks without a ``backbone`` (FC, CNN) are left alone.
-
-    ``none``: everything trains from the start. ``freeze``: only the head ever trains (a feature extractor).
-    ``freeze_unfreeze``: the head only until ``unfreeze_at_epoch``, then everything. ``milestones``: the head only,
-    then also the top ``top_stages`` backbone blocks from ``milestones[0]``, then everything from ``milestones[1]``.
-    """
+    """Which backbone layers train when; networks without a ``backbone`` (FC, CNN) are left alone."""
 
     def __init__(
         self,
-        strategy: Strategy = "none",
+        strategy: Literal["none", "freeze", "freeze_unfreeze", "milestones"] = "none",
         unfreeze_at_epoch: int = 1,
         milestones: tuple[int, int] = (1, 3),
         top_stages: int = 2,
@@ -43,30 +36,21 @@ class TransferFinetuning(Callback):
     ) -> None:
         """
         Args:
-            strategy: ``none``, ``freeze``, ``freeze_unfreeze`` or ``milestones`` (see the class docstring).
+            strategy: ``none`` (everything trains), ``freeze`` (only the head ever trains), ``freeze_unfreeze`` (the
+                head only, until ``unfreeze_at_epoch``) or ``milestones`` (the head, then the top blocks, then all).
             unfreeze_at_epoch: epoch at which ``freeze_unfreeze`` unfreezes the backbone.
-            milestones: epochs at which ``milestones`` unfreezes the top blocks, then the rest.
+            milestones: epochs at which ``milestones`` unfreezes the ``top_stages`` top blocks, then the rest.
             top_stages: how many of the backbone's last blocks the first milestone unfreezes.
             train_bn: frozen blocks' BatchNorm layers keep training (parameters and running statistics).
         """
-        self.strategy = strategy
-        self.unfreeze_at_epoch = unfreeze_at_epoch
-        self.milestones = milestones
-        self.top_stages = top_stages
-        self.train_bn = train_bn
+        self.strategy, self.unfreeze_at_epoch, self.milestones = strategy, unfreeze_at_epoch, milestones
+        self.top_stages, self.train_bn = top_stages, train_bn
         self._frozen_params: list[nn.Parameter] = []
-
-    @staticmethod
-    def _backbone(pl_module: LightningModule) -> nn.Module | None:
-        backbone = getattr(getattr(pl_module, "net", None), "backbone", None)
-        return backbone if isinstance(backbone, nn.Module) else None
 
     def frozen_blocks(self, backbone: nn.Module, epoch: int) -> list[nn.Module]:
         """The backbone blocks that do not train in ``epoch``."""
-        everything = self.strategy == "freeze"
-        everything |= self.strategy == "freeze_unfreeze" and epoch < self.unfreeze_at_epoch
-        everything |= self.strategy == "milestones" and epoch < self.milestones[0]
-        if everything:
+        until = {"freeze": float("inf"), "freeze_unfreeze": self.unfreeze_at_epoch, "milestones": self.milestones[0]}
+        if epoch < until.get(self.strategy, 0):
             return [backbone]
         if self.strategy == "milestones" and epoch < self.milestones[1]:
             stages = backbone_stages(backbone)
@@ -75,8 +59,8 @@ class TransferFinetuning(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Before DDP wraps the model: a backbone that never trains stops needing gradients."""
-        backbone = self._backbone(pl_module)
-        if stage == "fit" and backbone is not None and self.strategy == "freeze":
+        backbone = getattr(getattr(pl_module, "net", None), "backbone", None)
+        if stage == "fit" and isinstance(backbone, nn.Module) and self.strategy == "freeze":
             for module in backbone.modules():
                 if not (self.train_bn and isinstance(module, BATCH_NORMS)):
                     for param in module.parameters(recurse=False):
@@ -84,9 +68,8 @@ class TransferFinetuning(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Every training epoch, also the first after a resume: set this epoch's phase."""
-        backbone = self._backbone(pl_module)
-        self._frozen_params = []
-        if backbone is None:
+        backbone, self._frozen_params = getattr(getattr(pl_module, "net", None), "backbone", None), []
+        if not isinstance(backbone, nn.Module):
             return
         frozen = {id(m) for block in self.frozen_blocks(backbone, trainer.current_epoch) for m in block.modules()}
         for module in backbone.modules():
@@ -97,7 +80,6 @@ class TransferFinetuning(Callback):
                 self._frozen_params += [p for p in module.parameters(recurse=False) if p.requires_grad]
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
-        """After backward and DDP's all-reduce, before the step (and gradient clipping): frozen blocks get no
-        gradient, so the optimiser skips them entirely, identically on every rank."""
+        """After DDP's all-reduce, before clipping and the step: the optimiser skips gradient-less frozen blocks."""
         for param in self._frozen_params:
             param.grad = None

@@ -1,18 +1,15 @@
 """Networks, and the contract every network keeps: a plain ``nn.Module`` that maps an image batch to logits.
 
-- ``__init__(input_shape, num_classes, **yaml_args)``: (C, H, W) and the class count come from the data module;
-  a YAML names only the class and its own arguments.
-- ``forward(images) -> logits``: a normalised float (N, C, H, W) batch in, (N, num_classes) logits out.
-- Optional attributes (``check_network`` refuses a wrong one in one line; absent or ``None``: the default):
-  ``input_spec``, an ``InputSpec``: what pretrained weights expect (default: the data's channels, size, statistics);
-  ``backbone``, a submodule of pretrained weights: finetuning freezes it, ``lr_multipliers`` can name it, weight init
-  leaves it alone, everything else (the head) trains from scratch (default: none);
-  ``restore_args()``, init arguments that rebuild the network without its weight files (default: its own);
-  ``features``, an ``nn.Module`` of convolutional features that transfer learning reuses (default: the network but
-  its last ``nn.Linear``).
+``__init__(input_shape, num_classes, **yaml_args)``, (C, H, W) and the class count from the data module; ``forward``:
+a normalised float (N, C, H, W) batch -> (N, num_classes) logits. Optional attributes (absent or ``None``: the default;
+``check_network`` refuses a wrong kind in one line): ``input_spec``, the ``InputSpec`` pretrained weights expect
+(default: the data's); ``backbone``, the pretrained submodule: finetuning freezes it, ``lr_multipliers`` can name it,
+weight init skips it (default: none); ``restore_args()``, init arguments that rebuild the network without its weight
+files; ``features``, what transfer learning reuses (default: the network but its last ``nn.Linear``).
 """
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -24,15 +21,15 @@ from src.models.preprocess import InputSpec
 #: A network class (or factory) called as ``network(input_shape, num_classes)``; YAML gives its other arguments.
 NetworkFactory = Callable[[tuple[int, int, int], int], nn.Module]
 InitScheme = Literal["default", "kaiming", "xavier"]
-#: The optional attributes ``check_network`` checks: what each must be.
-OPTIONAL = {"input_spec": InputSpec, "backbone": nn.Module, "restore_args": Callable}
+#: kaiming (He) suits ReLU networks, xavier (Glorot) tanh/sigmoid ones; default keeps PyTorch's.
+INITS = {"kaiming": partial(nn.init.kaiming_normal_, nonlinearity="relu"), "xavier": nn.init.xavier_uniform_}
 
 
 def check_network(net: Any, option: str = "--model.network") -> nn.Module:
     """``net`` when it keeps the contract; otherwise one line naming what is wrong."""
     if not isinstance(net, nn.Module):
         raise UserError(f"{option} built a {type(net).__name__}, not an nn.Module: see src/models/networks.py")
-    for name, kind in OPTIONAL.items():
+    for name, kind in {"input_spec": InputSpec, "backbone": nn.Module, "restore_args": Callable}.items():
         value = getattr(net, name, None)
         if value is not None and not isinstance(value, kind):
             raise UserError(
@@ -43,28 +40,24 @@ def check_network(net: Any, option: str = "--model.network") -> nn.Module:
 
 
 def init_weights(net: nn.Module, scheme: InitScheme = "default") -> None:
-    """Re-initialise every Conv/Linear layer of ``net`` outside its ``backbone`` in place; biases to zero.
-    ``default`` keeps PyTorch's own; ``kaiming`` (He) suits ReLU networks, ``xavier`` (Glorot) tanh/sigmoid ones."""
+    """Re-initialise every Conv/Linear layer outside ``net.backbone`` in place (``INITS``), biases to zero."""
     if scheme == "default":
         return
-    if scheme not in ("kaiming", "xavier"):
+    if scheme not in INITS:
         raise ValueError(f"unknown init scheme {scheme!r}: use 'default', 'kaiming' or 'xavier'")
     backbone = getattr(net, "backbone", None)
     pretrained = {id(m) for m in backbone.modules()} if isinstance(backbone, nn.Module) else set()
     for layer in net.modules():
         if id(layer) not in pretrained and isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-            if scheme == "kaiming":
-                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            else:
-                nn.init.xavier_uniform_(layer.weight)
+            INITS[scheme](layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
 
 
 def param_groups(net: nn.Module, lr_multipliers: dict[str, float], decay_all: bool = True) -> list[dict]:
-    """Optimiser parameter groups: ``net``'s parameters by ``lr_multipliers`` prefix (``backbone``: 0.1), the rest
-    ``default``; with ``decay_all`` False each group's 1-D parameters (BatchNorm, biases) get no weight decay
-    (shrinking them only fights the norm). The multiplier travels as ``lr_multiplier`` in each group."""
+    """Optimiser parameter groups by ``lr_multipliers`` prefix (``backbone``: 0.1), the rest ``default``; the
+    multiplier travels as ``lr_multiplier``. Without ``decay_all``, 1-D parameters (BatchNorm, biases) get no weight
+    decay (shrinking them only fights the norm)."""
     groups: dict[str, list[nn.Parameter]] = {prefix: [] for prefix in lr_multipliers} | {"default": []}
     for name, param in net.named_parameters():
         groups[next((p for p in lr_multipliers if name == p or name.startswith(p + ".")), "default")].append(param)
@@ -78,18 +71,15 @@ def param_groups(net: nn.Module, lr_multipliers: dict[str, float], decay_all: bo
     out = []
     for prefix, params in groups.items():
         group = {"name": prefix, "lr_multiplier": lr_multipliers.get(prefix, 1.0)}
-        if decay_all:
-            out.append({"params": params, **group})
-        else:
-            out.append({"params": [p for p in params if p.ndim > 1], **group})
-            kept = [p for p in params if p.ndim <= 1]
-            out.append({"params": kept, **group, "name": f"{prefix}/no_decay", "weight_decay": 0.0})
+        out.append({"params": [p for p in params if decay_all or p.ndim > 1], **group})
+        if not decay_all:
+            no_decay = [p for p in params if p.ndim <= 1]
+            out.append({"params": no_decay, **group, "name": f"{prefix}/no_decay", "weight_decay": 0.0})
     return [g for g in out if g["params"]]
 
 
 def flat_size(features: nn.Module, input_shape: Sequence[int]) -> int:
-    """Size of ``features``' output for one image, by a dry run in eval mode (BatchNorm then needs no batch and
-    keeps its statistics)."""
+    """Size of ``features``' output for one image, by a dry run in eval mode (BatchNorm then needs no batch)."""
     training = features.training
     with torch.no_grad():
         size = features.eval()(torch.zeros(1, *input_shape)).flatten(1).shape[1]
@@ -122,9 +112,20 @@ class FullyConnected(nn.Module):
         return self.layers(x)
 
 
-class SimpleCNN(nn.Module):
-    """The classic two-convolution CNN: conv5x5 → ReLU → maxpool → conv3x3 → ReLU → FC → ReLU → FC.
-    Padded ("same") convolutions: any input of 4x4 or more works (8x8 digits, 28x28, 32x32 RGB)."""
+class ConvNet(nn.Module):
+    """``features`` (what transfer learning reuses) → ``classifier``, which a subclass builds on ``flat_size``."""
+
+    def __init__(self, input_shape: Sequence[int], features: list[nn.Module]) -> None:
+        super().__init__()
+        self.features = nn.Sequential(*features)
+        self.flat_size = flat_size(self.features, input_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class SimpleCNN(ConvNet):
+    """The classic CNN: conv5x5 → ReLU → maxpool → conv3x3 → ReLU → FC → ReLU → FC; padded, so inputs from 4x4 up."""
 
     def __init__(
         self,
@@ -135,41 +136,23 @@ class SimpleCNN(nn.Module):
         dropout: float = 0.25,
         batch_norm: bool = False,
     ) -> None:
-        """``channels`` of the two convolutions (``batch_norm`` after each), ``hidden_size`` of the hidden fully
-        connected layer, ``dropout`` before each fully connected layer."""
-        super().__init__()
+        """``channels`` of the convolutions (``batch_norm`` after each), ``dropout`` before each FC layer."""
         (c1, c2), norm = channels, (nn.BatchNorm2d if batch_norm else lambda c: nn.Identity())
-        self.features = nn.Sequential(
-            nn.Conv2d(input_shape[0], c1, kernel_size=5, padding=2), norm(c1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, kernel_size=3, padding=1), norm(c2), nn.ReLU(inplace=True),
-        )  # fmt: skip
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(flat_size(self.features, input_shape), hidden_size),
-            nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden_size, num_classes),
-        )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        features = [nn.Conv2d(input_shape[0], c1, 5, padding=2), norm(c1), nn.ReLU(True), nn.MaxPool2d(2)]
+        super().__init__(input_shape, [*features, nn.Conv2d(c1, c2, 3, padding=1), norm(c2), nn.ReLU(True)])
+        fc = [nn.Flatten(), nn.Dropout(dropout), nn.Linear(self.flat_size, hidden_size), nn.ReLU(True)]
+        self.classifier = nn.Sequential(*fc, nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
 
 
-class LeNet5(nn.Module):
-    """LeNet-5 variant: [conv5x5 → ReLU → maxpool] x 2 → FC 120 → FC 84 → FC; padded, so inputs from 4x4 up work."""
+class LeNet5(ConvNet):
+    """LeNet-5 variant: [conv5x5 → ReLU → maxpool] x 2 → FC 120 → FC 84 → FC; padded, so inputs from 4x4 up."""
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, dropout: float = 0.0) -> None:
-        """``dropout`` before each fully connected layer."""
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(input_shape[0], 6, kernel_size=5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, kernel_size=5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        )  # fmt: skip
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(flat_size(self.features, input_shape), 120),
-            nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(120, 84), nn.ReLU(inplace=True),
-            nn.Linear(84, num_classes),
-        )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        """``dropout`` before the first two fully connected layers."""
+        features = [nn.Conv2d(input_shape[0], 6, 5, padding=2), nn.ReLU(True), nn.MaxPool2d(2)]
+        super().__init__(input_shape, [*features, nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(True), nn.MaxPool2d(2)])
+        fc = [nn.Flatten(), nn.Dropout(dropout), nn.Linear(self.flat_size, 120), nn.ReLU(True), nn.Dropout(dropout)]
+        self.classifier = nn.Sequential(*fc, nn.Linear(120, 84), nn.ReLU(True), nn.Linear(84, num_classes))
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -190,13 +173,9 @@ class ResidualBlock(nn.Module):
         return self.relu(x + self.body(x))
 
 
-class ResNet(nn.Module):
-    """A small modern conv net: stages of [conv3x3 → maxpool 2 → BatchNorm → ReLU] + residual blocks, then a head.
-
-    BatchNorm everywhere lets it train at large learning rates (OneCycle). Each stage halves the size while it is
-    2 px or more, so any input from 8x8 up works. ``blocks: [0, 0, 0]`` is a plain three-layer conv-BN net
-    (``configs/fast.yaml``, ``configs/resnet.yaml``); ``[0, 1, 1]`` with widths (32, 64, 128) is ResNet-9-like.
-    """
+class ResNet(ConvNet):
+    """Stages of [conv3x3 → maxpool 2 → BatchNorm → ReLU] + residual blocks, then a head; BatchNorm everywhere lets
+    it train at large learning rates (OneCycle). Each stage halves the size down to 1 px; blocks (0, 1, 1): ResNet-9."""
 
     def __init__(
         self,
@@ -217,7 +196,6 @@ class ResNet(nn.Module):
                 flattening it (which keeps where things are: better on small centred images).
             dropout: dropout probability before the output layer(s).
         """
-        super().__init__()
         if len(blocks) != len(widths):
             raise ValueError(f"blocks {list(blocks)} needs one entry per stage of widths {list(widths)}")
         layers: list[nn.Module] = []
@@ -226,17 +204,11 @@ class ResNet(nn.Module):
             conv, norm, relu = _conv_bn_relu(channels, width)
             # Pool before BatchNorm and ReLU: max-pooling commutes with ReLU, and with BatchNorm while its scale is
             # positive, so the function is (nearly) the same with a quarter of the normalising work.
-            pool = [nn.MaxPool2d(2)] if size >= 2 else []
-            size = size // 2 if size >= 2 else size
+            pool, size = ([nn.MaxPool2d(2)], size // 2) if size >= 2 else ([], size)
             layers += [conv, *pool, norm, relu, *(ResidualBlock(width) for _ in range(depth))]
             channels = width
-        self.features = nn.Sequential(*layers, *([nn.AdaptiveMaxPool2d(1)] if global_pool else []))
+        super().__init__(input_shape, [*layers, *([nn.AdaptiveMaxPool2d(1)] if global_pool else [])])
         head: list[nn.Module] = [nn.Flatten(), nn.Dropout(dropout)]
-        features = flat_size(self.features, input_shape)
         if hidden_size:
-            head += [nn.Linear(features, hidden_size, bias=False), nn.BatchNorm1d(hidden_size), nn.ReLU(inplace=True)]
-            features = hidden_size
-        self.classifier = nn.Sequential(*head, nn.Linear(features, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+            head += [nn.Linear(self.flat_size, hidden_size, bias=False), nn.BatchNorm1d(hidden_size), nn.ReLU(True)]
+        self.classifier = nn.Sequential(*head, nn.Linear(hidden_size or self.flat_size, num_classes))

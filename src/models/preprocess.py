@@ -1,8 +1,6 @@
-"""The model's input pipeline, in one place: raw pixels of any kind -> what the network was trained on.
-
-It lives inside the LightningModule, and its statistics are buffers saved in every checkpoint, so a checkpoint
-alone turns images into class names: nothing is re-derived from whatever data is configured later.
-"""
+"""The model's input pipeline: raw pixels of any kind -> what the network was trained on. It lives inside the
+LightningModule and its statistics are buffers saved in every checkpoint, so a checkpoint alone turns images into
+class names: nothing is re-derived from whatever data is configured later."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,8 +22,7 @@ class InputSpec:
 
 def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """(N, C, H, W) with any C -> ``channels``, as PIL converts: alpha dropped, grey repeated, RGB -> luma."""
-    if x.shape[1] in (2, 4):  # grey + alpha, RGBA
-        x = x[:, :-1]
+    x = x[:, :-1] if x.shape[1] in (2, 4) else x  # grey + alpha, RGBA
     if x.shape[1] == channels:
         return x
     if channels == 3 and x.shape[1] == 1:
@@ -40,12 +37,9 @@ def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 class Preprocess(nn.Module):
-    """uint8 or float images, any channel count and size -> the network's channels, size, normalisation and dtype.
-
-    Accepts a (N, C, H, W) batch or a list of (C, H, W) images of different sizes. uint8 pixels are scaled to
-    [0, 1], floats are taken as [0, 1]. ``mean``/``std`` are persistent buffers, so they follow ``.half()`` /
-    ``.to(torch.bfloat16)`` and the output has the model's own dtype.
-    """
+    """uint8 (scaled to [0, 1]) or [0, 1] float images, a (N, C, H, W) batch or a list of (C, H, W) images of any
+    channels and size -> the network's channels, size and normalisation. ``mean``/``std`` are buffers, so they follow
+    ``.half()`` / ``.to(torch.bfloat16)`` and the output has the model's own dtype."""
 
     def __init__(self, spec: InputSpec) -> None:
         super().__init__()
@@ -67,6 +61,5 @@ class Preprocess(nn.Module):
         return ((x - self.mean.float()) / self.std.float()).to(self.mean.dtype)
 
     def extra_repr(self) -> str:
-        mean = ", ".join(f"{v:.4f}" for v in self.mean.flatten().tolist())
-        std = ", ".join(f"{v:.4f}" for v in self.std.flatten().tolist())
+        mean, std = (", ".join(f"{v:.4f}" for v in t.flatten().tolist()) for t in (self.mean, self.std))
         return f"channels={self.channels}, size={self.size}, mean=({mean}), std=({std})"

@@ -1,7 +1,5 @@
-"""A checkpoint back into the model it holds, built from its hyper-parameters as the CLI built it.
-
-Imported only when a checkpoint is opened (``ImageClassifier.from_checkpoint``), not by a fit from scratch.
-"""
+"""A checkpoint back into the model it holds, built from its hyper-parameters as the CLI built it. Imported only when
+a checkpoint is opened (``ImageClassifier.from_checkpoint``), not by a fit from scratch."""
 
 import contextvars
 import copy
@@ -10,7 +8,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse import ArgumentError
 from lightning import LightningModule
 from lightning.pytorch.cli import instantiate_module
@@ -25,8 +22,8 @@ ALTERED = "; the checkpoint was changed or written by other code: use one writte
 
 
 def check_hparams(hparams: dict[str, Any], label: str, model_class: type = LightningModule) -> None:
-    """Each class that a checkpoint's hyper-parameters name is of the kind expected, before anything is built from
-    them: a tampered checkpoint is one line naming ``label`` (the checkpoint) and the key."""
+    """Each class a checkpoint's hyper-parameters name is of the expected kind, before anything is built from them:
+    a tampered checkpoint is one line naming ``label`` (the checkpoint) and the key."""
     kinds = {
         "network": (nn.Module, "network class (nn.Module)"),
         "optimizer": (Optimizer, "torch.optim optimizer class"),
@@ -47,19 +44,14 @@ def check_hparams(hparams: dict[str, Any], label: str, model_class: type = Light
 
 
 def from_checkpoint(
-    model_class: type[LightningModule],
-    checkpoint: str | Path | dict,
-    device: str | torch.device = "cpu",
-    label: str | None = None,
-    **overrides: Any,
+    model_class: type[LightningModule], checkpoint: str | Path | dict, label: str | None = None, **overrides: Any
 ) -> LightningModule:
-    """See ``ImageClassifier.from_checkpoint``."""
+    """See ``ImageClassifier.from_checkpoint``; in eval mode, on the CPU."""
     if not isinstance(checkpoint, dict):
         label = label or f"--ckpt_path {checkpoint}"
         checkpoint = read_checkpoint(checkpoint)
     label = label or "the checkpoint"
-    hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if k != "_instantiator"}
-    hparams.update(overrides)
+    hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if k != "_instantiator"} | overrides
     check_hparams(hparams, label, model_class)
     try:
         # Adapter: built inside a model that LightningCLI instantiates (a TransferNet on this checkpoint), Lightning's
@@ -73,10 +65,9 @@ def from_checkpoint(
         problem = f"hyper-parameter {key.group(1)} is not valid ({lines[1]})" if key and len(lines) > 1 else lines[-1]
         raise UserError(f"{label}: {problem}{ALTERED}") from None
     model.on_load_checkpoint(checkpoint)
-    if "state_dict" in checkpoint:
-        try:
-            model.load_state_dict(checkpoint["state_dict"])
-        except RuntimeError as err:
-            reason = str(err).strip().splitlines()[-1].strip()
-            raise UserError(f"{label}: its weights do not fit the network it names ({reason}){ALTERED}") from None
-    return model.to(device).eval()
+    try:
+        model.load_state_dict(checkpoint.get("state_dict", model.state_dict()))  # none: the architecture only
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[-1].strip()
+        raise UserError(f"{label}: its weights do not fit the network it names ({reason}){ALTERED}") from None
+    return model.eval()

@@ -1,9 +1,7 @@
-"""Transfer learning: a pretrained ``backbone`` with a new ``head`` sized for the data.
-
-The backbone is a torchvision classification model chosen by name without its last ``nn.Linear``, or the network
-of a checkpoint of this template: its own ``backbone`` if it has one, else its convolutional ``features`` (they
-transfer better than class-specific hidden layers), else all of it but its last ``nn.Linear``.
-"""
+"""Transfer learning: a pretrained ``backbone`` with a new ``head`` sized for the data. The backbone is a torchvision
+classification model without its last ``nn.Linear``, or the network of a checkpoint of this template: its own
+``backbone``, else its convolutional ``features`` (they transfer better than class-specific hidden layers), else all
+of it but its last ``nn.Linear``."""
 
 import os
 from collections import OrderedDict
@@ -27,24 +25,19 @@ SOURCE_KEYS = ("network", "input_shape", "class_names", "input_mean", "input_std
 
 def _drop_last_linear(model: nn.Module) -> None:
     """Replace the last ``nn.Linear`` of ``model`` (its classifier output) by ``Identity``, in place."""
-    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name), child, nn.Identity())
+    parent, _, child = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1].rpartition(".")
+    setattr(model.get_submodule(parent), child, nn.Identity())
 
 
 def _torchvision(backbone: str, weights: str | dict | None, path: str = "") -> tuple[nn.Module, InputSpec]:
-    """``backbone`` with ``weights`` (a torchvision weights name, a state dict read from ``path``, or none) and
-    without its classifier layer; its input spec from the weights' ``transforms()`` metadata (no download)."""
-    enum = torchvision.models.get_model_weights(backbone)
-    named = None
+    """``backbone`` with ``weights`` (a weights name, a state dict read from ``path``, or none) without its classifier
+    layer, and its input spec from the weights' ``transforms()`` metadata (no download)."""
+    enum, named = torchvision.models.get_model_weights(backbone), None
     if isinstance(weights, str):
-        try:
-            named = enum[weights]
-        except KeyError:
+        if weights not in enum.__members__:
             choices = ", ".join(["DEFAULT", *(member.name for member in enum)])
-            raise UserError(
-                f"--model.network.weights {weights!r} is not a weights name of {backbone}: {choices}"
-            ) from None
+            raise UserError(f"--model.network.weights {weights!r} is not a weights name of {backbone}: {choices}")
+        named = enum[weights]
         try:
             weights = named.get_state_dict(progress=False, check_hash=True)
         except OSError as err:  # URLError is an OSError
@@ -56,13 +49,12 @@ def _torchvision(backbone: str, weights: str | dict | None, path: str = "") -> t
                 "without pretrained weights: --model.network.weights null"
             ) from None
     model = torchvision.models.get_model(backbone, weights=None)
-    if weights is not None:
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if missing or unexpected:
-            raise UserError(
-                f"--model.network.weights {path!r} does not fit {backbone}: missing {missing[:3]}, unexpected "
-                f"{unexpected[:3]}. Pass the backbone it was saved from with --model.network.backbone."
-            )
+    missing, unexpected = model.load_state_dict(weights, strict=False) if weights is not None else ([], [])
+    if missing or unexpected:
+        raise UserError(
+            f"--model.network.weights {path!r} does not fit {backbone}: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}. Pass the backbone it was saved from with --model.network.backbone."
+        )
     _drop_last_linear(model)
     transform = (named or enum.DEFAULT).transforms()
     return model, InputSpec(3, (transform.crop_size[0],) * 2, transform.mean, transform.std)
@@ -100,11 +92,9 @@ class TransferNet(nn.Module):
             weights: a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``, ...; downloaded into the torch hub
                 cache when online), a local file (a torchvision ``state_dict`` of ``backbone``, or a ``.ckpt`` of
                 this template, whose network then becomes the backbone), or ``null`` for random initialisation.
-            input_size: side length the images are resized to; ``None`` = the size the weights were trained at
-                (224 for ImageNet weights). Smaller is much faster on a CPU, e.g. 64.
+            input_size: side length images are resized to; ``None``: the weights' own (224 for ImageNet weights).
             dropout: dropout before the new linear head.
-            source: set by the template, not by you: the network of the template checkpoint the backbone came
-                from, saved in this model's checkpoints so they rebuild it without that file.
+            source: set by the template: the network of the checkpoint the backbone came from (rebuilt without it).
         """
         super().__init__()
         if backbone not in torchvision.models.list_models(torchvision.models):
@@ -123,8 +113,7 @@ class TransferNet(nn.Module):
                 model, spec = _torchvision(backbone, checkpoint, weights)
         else:
             model, spec = _torchvision(backbone, weights)
-        self.backbone = model
-        self.source = source
+        self.backbone, self.source = model, source
         self.input_spec = InputSpec(spec.channels, (input_size,) * 2 if input_size else spec.size, spec.mean, spec.std)
         features = flat_size(model, (spec.channels, *self.input_spec.size))
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
