@@ -1,11 +1,6 @@
-"""What a run writes into its directory: the saved config, and Lightning's TensorBoard logger tuned to what someone
-opening ``tensorboard --logdir logs`` looks for:
-
-- no ``epoch`` chart and no ``hp_metric = -1`` placeholder;
-- an HPARAMS table of readable knobs (network, optimiser, lr, batch size, data, augmentation; no internal keys, no
-  paths) with ``val/acc_best`` and ``test/acc`` as its metrics (TensorBoard reads their latest values from the run);
-- a run that already has its table (an evaluation of a checkpoint logged into its training run) keeps it.
-"""
+"""What a run writes into its directory: the saved config, and Lightning's TensorBoard logger without the ``epoch``
+chart and ``hp_metric`` placeholder, with one HPARAMS table per run of readable knobs (no internal keys, no paths)
+against ``val/acc_best`` and ``test/acc``."""
 
 import os
 from argparse import Namespace
@@ -83,12 +78,6 @@ def check_writable(save_dir: str) -> None:
         )
 
 
-def next_version(folder: Path) -> Path:
-    """``folder/version_<n>`` for the first unused n (as TensorBoardLogger numbers its runs)."""
-    taken = [int(p.name.split("_")[1]) for p in folder.glob("version_*") if p.name.split("_")[1].isdigit()]
-    return folder / f"version_{max(taken, default=-1) + 1}"
-
-
 class TensorBoardLogger(LightningTensorBoardLogger):
     """TensorBoard events in ``save_dir/name/version_N`` (or ``save_dir/name/<version>``), as Lightning's logger."""
 
@@ -100,12 +89,9 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             name: experiment folder under ``save_dir`` (one per config: cnn, fc, transfer).
             version: run folder name; ``None`` = the next free ``version_N``.
             purge_step: hide this run's events from this step on (set by the CLI on resume: they are logged again).
-            **kwargs: passed to Lightning's ``TensorBoardLogger`` (``default_hp_metric`` is off here).
         """
         kwargs.setdefault("default_hp_metric", False)
-        if purge_step is not None:
-            kwargs["purge_step"] = purge_step  # a SummaryWriter argument
-        super().__init__(os.path.realpath(save_dir), name=name, version=version, **kwargs)
+        super().__init__(os.path.realpath(save_dir), name=name, version=version, purge_step=purge_step, **kwargs)
         self.table_written = False
         #: The HPARAMS table's rows; ``None``: made from what Lightning logs (the model's and data's hparams).
         self.hparams_table: dict[str, Any] | None = None

@@ -20,10 +20,9 @@ MIN_BATCHES = 20
 
 
 def debiased(losses: list[float]) -> list[float]:
-    """Adapter for Lightning 2.6's LR-finder loss record (no public way to get the raw losses): it divides the n-th
-    running average by ``1 - beta**(n + 2)`` instead of ``1 - beta**(n + 1)`` (the optimiser has stepped when it
-    reads the step count), so the curve starts at half the true loss and rises while the average warms up
-    (Lightning #14167). tests/test_lr_find.py fails when Lightning changes this record."""
+    """Adapter for Lightning 2.6's LR-finder loss record (the raw losses are not public): it divides the n-th running
+    average by ``1 - beta**(n + 2)``, not ``1 - beta**(n + 1)``, so the curve starts at half the true loss (Lightning
+    #14167). tests/test_lr_find.py fails when Lightning changes this record."""
     return [loss * (1 - BETA ** (n + 2)) / (1 - BETA ** (n + 1)) for n, loss in enumerate(losses)]
 
 
@@ -41,17 +40,8 @@ def steepest_descent(lrs: list[float], losses: list[float], skip_begin: int = 10
     return points[int(torch.argmin(slopes[0]))][0]
 
 
-def check_range(min_lr: float, max_lr: float, num_training: int) -> None:
-    """The range test's arguments, checked before anything is built (the CLI calls it while parsing)."""
-    if not 0 < min_lr < max_lr:
-        raise UserError(f"--min_lr {min_lr} and --max_lr {max_lr}: need 0 < min_lr < max_lr, e.g. 1e-8 and 1")
-    if num_training < MIN_BATCHES:
-        raise UserError(f"--num_training {num_training}: the test needs at least {MIN_BATCHES} batches, e.g. 100")
-
-
 def paste_flag(model: LightningModule, lr: float) -> str:
-    """The override that applies ``lr``: OneCycleLR sets every step's rate from its ``max_lr`` (the optimiser's
-    ``lr`` is ignored), so that is the value to replace; otherwise the optimiser's ``lr``."""
+    """The override that applies ``lr``: OneCycleLR's ``max_lr`` (it ignores the optimiser's), else the optimiser's."""
     keywords = getattr(getattr(model, "scheduler_factory", None), "keywords", {})
     key = "model.scheduler.init_args.max_lr" if "max_lr" in keywords else "model.optimizer.init_args.lr"
     return f"--{key} {lr:.3g}"
@@ -60,7 +50,10 @@ def paste_flag(model: LightningModule, lr: float) -> str:
 def range_test(trainer: Trainer, model: LightningModule, datamodule: LightningDataModule | None, min_lr: float,
                max_lr: float, num_training: int, mode: str, early_stop_threshold: float | None) -> float:  # fmt: skip
     """``ClassifierTrainer.lr_find``: run Lightning's range test, print the suggestion and the flag, save the plot."""
-    check_range(min_lr, max_lr, num_training)  # for callers from Python; the CLI checked them while parsing
+    if not 0 < min_lr < max_lr:  # checked before any run directory exists
+        raise UserError(f"--min_lr {min_lr} and --max_lr {max_lr}: need 0 < min_lr < max_lr, e.g. 1e-8 and 1")
+    if num_training < MIN_BATCHES:
+        raise UserError(f"--num_training {num_training}: the test needs at least {MIN_BATCHES} batches, e.g. 100")
     run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # on every rank: log_dir broadcasts
     # Only the number of batches bounds the test: a short recipe (1 epoch) must not end it early.
     max_epochs = trainer.fit_loop.max_epochs

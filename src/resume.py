@@ -16,13 +16,9 @@ from src.distributed import gather_objects
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """A process killed at any moment leaves the previous checkpoint or the new one, never a truncated file.
-
-    Lightning's default stages the file in the *system* temp dir and moves it into place; across filesystems that
-    move is a copy, and a kill mid-copy truncates ``last.ckpt``. Here the temporary file sits in the checkpoint's
-    own directory, is flushed to disk, and ``os.replace`` swaps it in (atomic within one filesystem). Remote paths
-    (``s3://...``) keep Lightning's behaviour.
-    """
+    """A process killed at any moment leaves the previous checkpoint or the new one, never a truncated file:
+    Lightning's default stages it in the system temp dir, and a move across filesystems is a copy. Here it is
+    staged beside its target, synced, and ``os.replace``d (atomic in one filesystem). Remote paths: Lightning's."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if "://" in str(path) or storage_options is not None:
@@ -74,14 +70,10 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class RngState(Callback):
-    """Saves every process's generator states in each checkpoint and restores them when a run resumes, so the
-    resumed epochs draw the same shuffles, dropout masks and augmentations as an uninterrupted run.
-
-    Checkpoints are saved at an epoch's end, and nothing draws random numbers between that and the next epoch's
-    first draw (its shuffle). A resumed run restores at ``on_fit_start``: after the model is built (its weight
-    initialisation draws), before the first training loader is iterated (Lightning does that before the first
-    ``on_train_epoch_start``); the sanity check in between runs with its own, isolated generator state.
-    """
+    """Every process's generator states in each checkpoint, restored on resume: the resumed epochs draw the same
+    shuffles, dropout masks and augmentations as an uninterrupted run. Checkpoints are saved at an epoch's end (no
+    draw before the next shuffle); ``on_fit_start`` restores after the model's initialisation and before the first
+    training loader is iterated (the sanity check runs with its own, isolated generator state)."""
 
     def __init__(self) -> None:
         self._pending: list[dict[str, Any]] | None = None

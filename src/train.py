@@ -5,27 +5,26 @@ import re
 import sys
 import warnings
 from functools import partial
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import torch
 from jsonargparse import Namespace, lazy_instance
-from lightning import LightningDataModule, Trainer
+from lightning import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from src.callbacks.dashboard import Dashboard
 from src.callbacks.evaluation import PredictionWriter, TestReport, check_top_k
 from src.errors import UserError, exception_chain, exit_if_user_error
-from src.loggers import RunConfig, TensorBoardLogger, check_writable, next_version, readable_hparams
+from src.loggers import RunConfig, TensorBoardLogger, check_writable, readable_hparams
 from src.models.classifier import ImageClassifier
 from src.models.finetuning import TransferFinetuning
 from src.resume import AtomicCheckpointIO, RngState
-from src.trainer import ClassifierTrainer
 
-#: LightningCLI's subcommands plus the Trainer subclass's: each one's arguments not taken from the config.
+#: LightningCLI's subcommands plus ClassifierTrainer's: each one's arguments not taken from the config.
 SUBCOMMANDS = {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
 #: Subcommands that evaluate a trained model: without --ckpt_path they would report on random weights.
 EVALUATING = ("validate", "test", "predict")
@@ -41,8 +40,7 @@ def config_files_first(argv: list[str]) -> list[str]:
     its own order: jsonargparse applies arguments left to right, so a config named after a flag would silently
     undo it (a run's ``config.yaml`` holds ``ckpt_path: null``)."""
     head = argv[:1] if argv[:1] and not argv[0].startswith("-") else []
-    files: list[str] = []
-    flags: list[str] = []
+    parts: dict[bool, list[str]] = {True: [], False: []}  # is a config file: its arguments
     i = len(head)
     while i < len(argv):
         option, value, i = argv[i], None, i + 1
@@ -51,8 +49,28 @@ def config_files_first(argv: list[str]) -> list[str]:
         key, _, inline = option.partition("=")
         given = inline if "=" in option else value
         is_file = key == "--config" or ("." not in key and re.search(r"\.(ya?ml|json)$", str(given or "")))
-        (files if is_file else flags).extend([option] if value is None else [option, value])
-    return head + files + flags
+        parts[bool(is_file)].extend([option] if value is None else [option, value])
+    return head + parts[True] + parts[False]
+
+
+class ClassifierTrainer(Trainer):
+    """Lightning's Trainer plus ``lr_find``: LightningCLI makes a subcommand of it, whose arguments are the method's."""
+
+    def lr_find(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule | None = None,
+        min_lr: float = 1e-8,
+        max_lr: float = 1.0,
+        num_training: int = 100,
+        mode: Literal["exponential", "linear"] = "exponential",
+        early_stop_threshold: float | None = 4.0,
+    ) -> float:
+        """Train ``num_training`` batches at rates rising from ``min_lr`` to ``max_lr``: print where the loss falls
+        fastest as a flag for ``fit``, plot it in ``lr_find.png``. No checkpoint; ``lr_multipliers`` are not applied."""
+        from src.lr_find import range_test  # only this subcommand needs the tuner and matplotlib
+
+        return range_test(self, model, datamodule, min_lr, max_lr, num_training, mode, early_stop_threshold)
 
 
 class QuietUsageParser(LightningArgumentParser):
@@ -116,41 +134,38 @@ class ClassifierCLI(LightningCLI):
         """Parse, then check the subcommand's inputs and read ``--ckpt_path`` before anything is built."""
         super().parse_arguments(parser, args)
         self.ckpt_hparams: dict | None = None  # read by the links, at instantiation
-        self.ckpt_step = 0
+        self.ckpt_step, self.ckpt_run_dir = 0, None
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
         config = self.config[subcommand]
-        ckpt_path = config.get("ckpt_path")
-        if subcommand == "lr_find":
-            from src.lr_find import check_range
-
-            check_range(config["min_lr"], config["max_lr"], config["num_training"])
+        ckpt_path, untrained = config.get("ckpt_path"), config.get("untrained")
         files = str((config.get("data") or {}).get("class_path", "")).endswith("FilesDataModule")
         if files and (subcommand != "predict" or not ckpt_path):
             raise UserError(
                 "--data configs/data/files.yaml classifies image files with a trained model: use it with "
                 "`predict --ckpt_path <run>/checkpoints/<best or last>.ckpt`."
             )
-        if subcommand in EVALUATING and not ckpt_path and not config.get("untrained"):
+        if subcommand in EVALUATING and not ckpt_path and not untrained:
             raise UserError(
                 f"`{subcommand}` evaluates a trained model: pass --ckpt_path logs/<name>/version_<n>/checkpoints/"
                 "<best or last>.ckpt (or --untrained true for a baseline of initial weights)."
             )
-        if config.get("untrained") and (ckpt_path or subcommand not in EVALUATING):
+        if untrained and (ckpt_path or subcommand not in EVALUATING):
             raise UserError(f"--untrained true evaluates initial weights: drop it (with {subcommand} --ckpt_path)")
-        if config.get("untrained"):
+        if untrained:
             print(f"note: {subcommand} of an UNTRAINED network (--untrained true): a baseline, not a trained model")
         if ckpt_path in ("best", "last") and subcommand != "fit":
             raise UserError(f"--ckpt_path {ckpt_path} means the checkpoint of a fit in the same process; give its "
                             "file, e.g. logs/<name>/version_<n>/checkpoints/last.ckpt.")  # fmt: skip
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):  # Lightning resolves these itself
             return
-        from src.checkpoint_io import apply_hparams, check_network_family, read_checkpoint  # a checkpoint is given
+        from src.checkpoint_io import apply_hparams, check_network_family, read_checkpoint, run_dir_of
         from src.models.restore import check_hparams
 
         checkpoint = read_checkpoint(ckpt_path)
         self.ckpt_hparams, self.ckpt_step = checkpoint["hyper_parameters"], checkpoint.get("global_step", 0)
+        self.ckpt_run_dir = run_dir_of(ckpt_path)
         check_hparams(self.ckpt_hparams, f"--ckpt_path {ckpt_path}", ImageClassifier)  # nothing named is called
         if config.config:  # a --config for another network than the checkpoint's is a mix-up
             check_network_family(ckpt_path, self.ckpt_hparams, (config.get("model") or {}).get("network"))
@@ -159,9 +174,8 @@ class ClassifierCLI(LightningCLI):
             check_top_k(config["predictions"]["top_k"], self.ckpt_hparams["class_names"])
 
     def _parse_ckpt_path(self) -> None:
-        """Adapter (LightningCLI has no public hook): it would read ``--ckpt_path`` again here and apply its
-        hyper-parameters with an error of many lines; ``parse_arguments`` did both through the one checkpoint
-        reader. Guarded by tests/test_never_silently_wrong.py."""
+        """Adapter (no public hook): LightningCLI would read ``--ckpt_path`` again here, with an error of many lines;
+        ``parse_arguments`` did it through the one checkpoint reader. Guarded by tests/test_never_silently_wrong.py."""
 
     def before_instantiate_classes(self) -> None:
         """Where the run's files go: runs of a checkpoint into its own run directory (a resumed fit continues it,
@@ -170,17 +184,12 @@ class ClassifierCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
-        trainer = self.config[subcommand]["trainer"]
+        trainer, run_dir = self.config[subcommand]["trainer"], self.ckpt_run_dir
         logger = trainer.get("logger")
         init = (logger.get("init_args") or {}) if isinstance(logger, Namespace) else {}
         check_writable(init.get("save_dir") or "logs")
-        run_dir = None
-        if self.ckpt_hparams is not None:
-            from src.checkpoint_io import run_dir_of
-
-            run_dir = run_dir_of(self.config[subcommand]["ckpt_path"])
-        if logger in (None, False) and trainer.get("default_root_dir") is None:
-            trainer.default_root_dir = str(run_dir or next_version(Path("logs", "no_logger")))
+        if logger in (None, False) and trainer.get("default_root_dir") is None:  # numbered as TensorBoard's runs
+            trainer.default_root_dir = str(run_dir or LightningTensorBoardLogger("logs", "no_logger").log_dir)
         elif subcommand == "lr_find" and trainer.get("default_root_dir") is None:
             trainer.default_root_dir = init.get("save_dir")  # Lightning stages its checkpoint there, not in cwd
         if run_dir is None or "save_dir" not in init:
@@ -206,8 +215,7 @@ class ClassifierCLI(LightningCLI):
             raise UserError(f"invalid configuration: {reason}. Check the values given for it.") from err
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Lightning's trainer, plus what every run needs: checkpoints written atomically, random generator states
-        saved in them (exact resume), and learning rates logged when there is a logger to log them to."""
+        """Lightning's, with checkpoints written atomically and holding RNG states; LRs logged if there is a logger."""
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own CheckpointIO plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -264,9 +272,8 @@ CLI_OPTIONS: dict[str, Any] = {
 def cli_main(
     args: list[str] | None = None, run: bool = True, cli_class: type[ClassifierCLI] = ClassifierCLI
 ) -> ClassifierCLI | None:
-    """Run the CLI (``args`` instead of ``sys.argv`` for tests); user mistakes exit 2 with one clear line.
-    ``cli_class``: a subclass adding to every run (``src.search`` adds Optuna's pruning callback).
-    ``run=False`` only builds the model, data module and trainer (e.g. for notebooks and benchmarks)."""
+    """Run the CLI (``args`` instead of ``sys.argv`` for tests); user mistakes exit 2 with one clear line. ``run=False``
+    only builds the model, data and trainer; ``cli_class`` adds to every run (``src.search``: Optuna's pruning)."""
     argv = sys.argv[1:] if args is None else list(args)
     try:
         if argv[:1] == ["export"]:  # a checkpoint in, files out: no trainer, data or config involved

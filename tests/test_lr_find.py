@@ -71,7 +71,7 @@ def test_lr_find_refuses_bad_ranges_before_any_run_dir(run_cli, capsys, tmp_path
 def test_debiased_adapter_matches_lightnings_loss_record(tmp_path: Path) -> None:
     """Guards the ``debiased`` adapter: Lightning's real range test on a loss that is 2.0 whatever the rate. Its
     record starts near 1.0 (the off-by-one bias correction); debiased it reads 2.0 throughout. If Lightning fixes
-    or changes its record, this fails, and ``src.trainer.debiased`` must go."""
+    or changes its record, this fails, and ``src.lr_find.debiased`` must go."""
     import torch
     from lightning import LightningModule, Trainer
     from lightning.pytorch.tuner import Tuner

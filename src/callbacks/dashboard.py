@@ -1,9 +1,6 @@
-"""TensorBoard images: training samples as the model sees them, confusion matrices, the most confident mistakes.
-
-Tags (IMAGES tab): ``train/samples`` (once per run, after augmentation, with class names),
-``val/confusion_matrix`` and ``val/mistakes`` (every validation epoch), ``test/confusion_matrix`` and
-``test/mistakes``. The numbers behind them are synchronised across processes; only rank 0 draws and writes.
-"""
+"""TensorBoard images (IMAGES tab): ``train/samples`` (once per run, as the model sees them, with class names), then
+per validation epoch and test ``{val,test}/confusion_matrix`` and ``{val,test}/mistakes`` (the most confident). The
+numbers are synchronised across processes; only rank 0 draws and writes."""
 
 import itertools
 from collections.abc import Sequence
@@ -67,37 +64,9 @@ def image_grid_figure(images: torch.Tensor, captions: Sequence[str], title: str,
     return fig
 
 
-class Mistakes:
-    """The ``keep`` most confidently misclassified images seen so far: images, true and predicted class, probability."""
-
-    def __init__(self, keep: int) -> None:
-        self.keep = keep
-        self.reset()
-
-    def reset(self) -> None:
-        self.images: list[torch.Tensor] = []
-        self.rows: list[tuple[float, int, int]] = []  # (confidence, true, predicted)
-
-    def update(self, pixels: Any, images: torch.Tensor, targets: torch.Tensor, probs: torch.Tensor) -> None:
-        """``pixels`` maps the chosen raw images to [0, 1] floats as the model sees them (only those are copied)."""
-        confidence, predicted = probs.max(1)
-        wrong = (predicted != targets).nonzero().flatten()
-        best = wrong[confidence[wrong].argsort(descending=True)[: self.keep]]
-        rows = zip(confidence[best].tolist(), targets[best].tolist(), predicted[best].tolist(), strict=True)
-        self.merge([self.rows, list(rows)], [self.images, list(pixels(images[best]).cpu()) if len(best) else []])
-
-    def merge(self, rows: list[list], images: list[list]) -> None:
-        """Keep the most confident ``keep`` of several lists of mistakes."""
-        pairs = [pair for r, i in zip(rows, images, strict=True) for pair in zip(r, i, strict=True)]
-        pairs = sorted(pairs, key=lambda pair: -pair[0][0])[: self.keep]
-        self.rows, self.images = [r for r, _ in pairs], [i for _, i in pairs]
-
-    def gathered(self) -> "Mistakes":
-        """All processes' mistakes (a collective: every rank calls it), the most confident ``keep`` of them."""
-        parts = gather_objects((self.rows, self.images))
-        merged = Mistakes(self.keep)
-        merged.merge([r for r, _ in parts], [i for _, i in parts])
-        return merged
+def most_confident(parts: list[list[tuple]], keep: int) -> list[tuple]:
+    """The ``keep`` most confident of several lists of ``(confidence, true, predicted, image)`` mistakes."""
+    return sorted((m for part in parts for m in part), key=lambda m: -m[0])[:keep]
 
 
 class Dashboard(Callback):
@@ -110,8 +79,8 @@ class Dashboard(Callback):
             mistakes: most confidently misclassified val/test images shown per epoch (0 = none).
             every_n_epochs: draw the validation confusion matrix and mistakes every n epochs (0 = never).
         """
-        self.samples, self.every_n_epochs = samples, every_n_epochs
-        self.mistakes = Mistakes(mistakes)
+        self.samples, self.every_n_epochs, self.keep = samples, every_n_epochs, mistakes
+        self.mistakes: list[tuple] = []  # this process's most confident so far: (confidence, true, predicted, image)
 
     @staticmethod
     def _logger(trainer: Trainer) -> TensorBoardLogger | None:
@@ -141,7 +110,7 @@ class Dashboard(Callback):
         if not self._draws(trainer):
             return
         confusion = getattr(pl_module, f"{stage}_confusion").compute()  # every rank: synchronising collectives
-        mistakes = self.mistakes.gathered()
+        mistakes = most_confident(gather_objects(self.mistakes), self.keep)  # every rank: a collective
         logger = self._logger(trainer)
         if logger is None:
             return
@@ -150,18 +119,25 @@ class Dashboard(Callback):
         accuracy = (confusion.diag().sum() / confusion.sum().clamp(min=1)).item()
         title = f"{stage} epoch {trainer.current_epoch}: accuracy {accuracy:.4f}" if stage == "val" else "test"
         logger.add_figure(f"{stage}/confusion_matrix", confusion_figure(confusion, names, title), step)
-        if mistakes.rows:
-            captions = [f"true {names[t]}\npred {names[p]} {c:.2f}" for c, t, p in mistakes.rows]
-            figure = image_grid_figure(torch.stack(mistakes.images), captions, f"{stage}: most confident mistakes")
+        if mistakes:
+            captions = [f"true {names[t]}\npred {names[p]} {c:.2f}" for c, t, p, _ in mistakes]
+            images = torch.stack([image for *_, image in mistakes])
+            figure = image_grid_figure(images, captions, f"{stage}: most confident mistakes")
             logger.add_figure(f"{stage}/mistakes", figure, step)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.mistakes.reset()
+        self.mistakes = []
 
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
-        if self._draws(trainer) and isinstance(outputs, dict) and "probs" in outputs:
-            self.mistakes.update(pl_module.preprocess.pixels, batch[0], batch[1], outputs["probs"])
+        if not (self.keep and self._draws(trainer) and isinstance(outputs, dict) and "probs" in outputs):
+            return
+        images, targets, (confidence, predicted) = batch[0], batch[1], outputs["probs"].max(1)
+        wrong = (predicted != targets).nonzero().flatten()
+        best = wrong[confidence[wrong].argsort(descending=True)[: self.keep]]
+        pixels = pl_module.preprocess.pixels(images[best]).cpu() if len(best) else []  # only these are copied
+        found = zip(confidence[best].tolist(), targets[best].tolist(), predicted[best].tolist(), pixels, strict=True)
+        self.mistakes = most_confident([self.mistakes, list(found)], self.keep)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._end(trainer, pl_module, "test" if trainer.testing else "val")
