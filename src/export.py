@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src.checkpoint_io import read_checkpoint, run_dir_of
+from src.checkpoint_io import run_dir_of
 from src.errors import UserError
 from src.models.classifier import ImageClassifier
 from src.models.preprocess import InputSpec, Preprocess
@@ -21,12 +21,12 @@ from src.models.preprocess import InputSpec, Preprocess
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 FILES = {"onnx": "model.onnx", "pt2": "model.pt2", "labels": "labels.json", "spec": "input_spec.json"}
 INSTALL = "pip install -e '.[export]'"
-#: Above this many bytes of weights an ONNX file keeps them beside it (``model.onnx.data``): protobuf's 2 GiB limit.
-ONNX_INLINE_LIMIT = 1 << 30
 
 
-def _check_output(output: Path, onnx: bool) -> None:
+def _check_output(output: Path, onnx: bool, pt2: bool) -> None:
     """Nothing is overwritten, and nothing is started that cannot finish."""
+    if not (onnx or pt2):
+        raise UserError("nothing to export: --onnx and --pt2 are both false.")
     if output.is_file():
         raise UserError(f"--output {output} is a file; pass a folder for the exported files.")
     if output.is_dir() and any(output.iterdir()):
@@ -40,7 +40,7 @@ def export_model(model: ImageClassifier, output: str | Path, onnx: bool = True, 
     """The exports of ``model`` (to the CPU, float32, eval mode) in the new or empty folder ``output``, by kind. Written
     into a temporary sibling renamed at the end: a failed export leaves nothing a rerun would refuse to overwrite."""
     output = Path(output)
-    _check_output(output, onnx)
+    _check_output(output, onnx, pt2)
     model = model.cpu().float().eval()
     spec = model.input_spec
     # Batch 2, not 1: torch.export specialises a size of 1 to a constant. Any batch size, 1 included, runs later.
@@ -56,10 +56,9 @@ def export_model(model: ImageClassifier, output: str | Path, onnx: bool = True, 
                 warnings.filterwarnings("ignore", message="No complete tensor found in the group")
                 torch.export.save(program, partial / FILES["pt2"])
         if onnx:
-            large = sum(t.numel() * t.element_size() for t in program.state_dict.values()) > ONNX_INLINE_LIMIT
             names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
             exported = torch.onnx.export(program, example, **names, dynamic_shapes=dynamic, dynamo=True, verbose=False)
-            exported.save(partial / FILES["onnx"], external_data=large)
+            exported.save(partial / FILES["onnx"])  # weights over 2 GiB (protobuf's limit) go beside it, .onnx.data
         (partial / FILES["labels"]).write_text(json.dumps(list(model.class_names), indent=1) + "\n")
         spec_json = {
             "input_name": INPUT_NAME,
@@ -89,28 +88,24 @@ def export_model(model: ImageClassifier, output: str | Path, onnx: bool = True, 
 def export_checkpoint(
     ckpt_path: str | Path, output: str | Path | None = None, onnx: bool = True, pt2: bool = True
 ) -> dict[str, Path]:
-    """Export a checkpoint into ``output``, by default ``<run>/export`` (else ``export/`` beside the checkpoint)."""
-    if not (onnx or pt2):
-        raise UserError("nothing to export: --onnx and --pt2 are both false.")
-    checkpoint = read_checkpoint(ckpt_path)
-    output = Path(output) if output is not None else (run_dir_of(ckpt_path) or Path(ckpt_path).parent) / "export"
-    _check_output(output, onnx)
-    model = ImageClassifier.from_checkpoint(checkpoint, label=f"--ckpt_path {ckpt_path}", compile=False)
+    """Export a checkpoint to ONNX and torch.export, with labels.json and input_spec.json.
+
+    Args:
+        ckpt_path: checkpoint, e.g. <run>/checkpoints/last.ckpt
+        output: folder (new or empty); default <run>/export, else export/ beside the checkpoint
+        onnx: write model.onnx (needs pip install -e '.[export]')
+        pt2: write model.pt2 (torch.export)
+    """
+    model = ImageClassifier.from_checkpoint(ckpt_path, compile=False)
+    output = output if output is not None else (run_dir_of(ckpt_path) or Path(ckpt_path).parent) / "export"
     return export_model(model, output, onnx=onnx, pt2=pt2)
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m src.train export``: parse the arguments, export, say where the files went."""
-    from jsonargparse import ArgumentParser
+    from jsonargparse import CLI
 
-    about = "Export a checkpoint to ONNX and torch.export, with labels.json and input_spec.json."
-    parser = ArgumentParser(prog="python -m src.train export", description=about, default_config_files=[])
-    parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint, e.g. <run>/checkpoints/last.ckpt")
-    parser.add_argument("--output", type=str | None, default=None, help="folder (new or empty); default <run>/export")
-    parser.add_argument("--onnx", type=bool, default=True, help=f"write model.onnx (needs {INSTALL})")
-    parser.add_argument("--pt2", type=bool, default=True, help="write model.pt2 (torch.export)")
-    args = parser.parse_args(argv)
-    written = export_checkpoint(args.ckpt_path, args.output, onnx=args.onnx, pt2=args.pt2)
+    written = CLI(export_checkpoint, args=argv, as_positional=False, prog="python -m src.train export")
     print(f"exported to {written['spec'].parent}: {', '.join(path.name for path in written.values())}")
 
 

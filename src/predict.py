@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from src.callbacks.evaluation import check_top_k
-from src.data.images import find_images, pil_to_uint8, read_image
+from src.data.files import find_images, pil_to_uint8, read_image
 from src.models.classifier import ImageClassifier, probabilities
 
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
@@ -36,11 +36,6 @@ class Prediction:
     @property
     def label(self) -> str:
         return self.classes[0]
-
-
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> ImageClassifier:
-    """A checkpoint of this template in eval mode (``ImageClassifier.from_checkpoint``: only the file is read)."""
-    return ImageClassifier.from_checkpoint(checkpoint, device=device)
 
 
 def _array_to_chw(x: torch.Tensor) -> torch.Tensor:
@@ -65,12 +60,11 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device | None = None) -> "Predictor":
-        return cls(load_model(checkpoint), device)
+        return cls(ImageClassifier.from_checkpoint(checkpoint), device)
 
     @classmethod
     def from_onnx(cls, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> "Predictor":
-        """An ONNX export (``model.onnx`` or its folder) run by onnxruntime, without the checkpoint; needs
-        ``pip install -e '.[export]'``."""
+        """An ONNX export (``model.onnx`` or its folder) run by onnxruntime (``.[export]``), without the checkpoint."""
         from src.export import OnnxModel  # onnxruntime only when asked for
 
         return cls(OnnxModel(path, providers), device="cpu")  # type: ignore[arg-type]  # duck-typed: see OnnxModel

@@ -15,7 +15,7 @@ from src.errors import UserError
 from src.export import export_checkpoint, export_model
 from src.models.classifier import ImageClassifier
 from src.models.transfer import TransferNet
-from src.predict import Predictor, load_model
+from src.predict import Predictor
 from src.train import cli_main
 from tests.conftest import CONFIGS, FAST
 
@@ -87,7 +87,7 @@ def test_cnn_export_matches_the_checkpoint_and_describes_its_input(
                            ("spec", "input_spec.json")]}  # fmt: skip
     assert sorted(p.name for p in folder.iterdir()) == ["input_spec.json", "labels.json", "model.onnx", "model.pt2"]
     assert not list(folder.parent.glob(".export.partial-*"))
-    model = load_model(cnn_checkpoint)
+    model = ImageClassifier.from_checkpoint(cnn_checkpoint)
     assert json.loads((folder / "labels.json").read_text()) == model.class_names
     spec = json.loads((folder / "input_spec.json").read_text())
     assert spec["input_name"] == "images" and spec["output_name"] == "logits" and spec["output"] == "logits"
@@ -106,7 +106,7 @@ def test_cnn_export_matches_the_checkpoint_and_describes_its_input(
 @needs_export_extra
 def test_resnet_with_batchnorm_channels_last_nll_and_tta_exports_log_probs(tmp_path: Path) -> None:
     ckpt = train(tmp_path, "fast.yaml", "--model.loss=nll", "--model.tta_hflip=true")  # fast.yaml: channels_last
-    model = load_model(ckpt)
+    model = ImageClassifier.from_checkpoint(ckpt)
     assert model.hparams.channels_last and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.net.modules())
     written = export_checkpoint(ckpt, tmp_path / "deploy")
     spec = json.loads(written["spec"].read_text())
@@ -164,7 +164,7 @@ def test_without_the_export_extra_onnx_asks_for_it_and_pt2_still_exports(
     written = export_checkpoint(cnn_checkpoint, tmp_path / "out", onnx=False)
     assert sorted(written) == ["labels", "pt2", "spec"] and all(p.is_file() for p in written.values())
     images = torch.rand(1, 1, 8, 8)
-    expected = load_model(cnn_checkpoint)(images)
+    expected = ImageClassifier.from_checkpoint(cnn_checkpoint)(images)
     assert (torch.export.load(written["pt2"]).module()(images) - expected).abs().max() < TOLERANCE
 
 

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from src.data.images import read_image
+from src.data.files import read_image
 from src.errors import UserError
-from src.predict import Predictor, load_model
+from src.models.classifier import ImageClassifier
+from src.predict import Predictor
 from tests.conftest import CONFIGS
 from tests.test_bad_input import run_expecting_error
 
@@ -104,11 +105,11 @@ def test_python_api_agrees_with_the_cli_on_files_and_accepts_arrays(
     assert predictor.predict(np.stack([rgb, rgb]), top_k=1)[1].label == results[1].classes[0]
 
 
-def test_load_model_refuses_a_checkpoint_that_would_run_code(tmp_path: Path) -> None:
+def test_from_checkpoint_refuses_a_checkpoint_that_would_run_code(tmp_path: Path) -> None:
     bad = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"network": Path("x")}}, bad)  # a pickled object
     with pytest.raises(UserError, match=r"evil\.ckpt is not a checkpoint .*UnpicklingError"):  # weights-only load
-        load_model(bad)
+        ImageClassifier.from_checkpoint(bad)
 
 
 def test_exif_orientation_and_16_bit_images_are_decoded_right(tmp_path: Path) -> None:

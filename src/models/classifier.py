@@ -93,7 +93,10 @@ class ImageClassifier(LightningModule):
         plain_nll = loss == "nll" and not label_smoothing
         self.criterion = nn.NLLLoss() if plain_nll else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(2, *input_shape)
-        self._check_optimizer_arguments()
+        try:  # a bad lr_multipliers prefix or optimiser/scheduler argument (``lr: -1``) fails before any run directory
+            self.configure_optimizers(steps=100)
+        except (ValueError, TypeError) as err:
+            raise UserError(f"--model.optimizer / --model.scheduler: {err}") from None
         # One metric object per stage (states must never mix); no NaN filtering: a diverged loss must show as NaN.
         self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(3))
         self.train_acc, self.val_acc, self.test_acc = (
@@ -221,15 +224,18 @@ class ImageClassifier(LightningModule):
             hparams = checkpoint["hyper_parameters"] = copy.deepcopy(checkpoint["hyper_parameters"])
             hparams["network"]["init_args"].update(restore_args())
 
-    def configure_optimizers(self) -> dict:
-        """The optimiser over named parameter groups (per-layer learning rates), plus the scheduler if any."""
-        optimizer = self.optimizer_factory(self._param_groups())
+    def configure_optimizers(self, steps: float | None = None) -> dict:
+        """The optimiser over named parameter groups (per-layer learning rates), plus the scheduler if any; ``steps``:
+        the length of a scheduler spanning the run (default: the trainer's run)."""
+        hparams = self.hparams
+        groups = param_groups(self.net, hparams.lr_multipliers or {}, hparams.get("decay_norms_and_biases", True))
+        optimizer = self.optimizer_factory(groups)
         for group in optimizer.param_groups:
             group["lr"] *= group.pop("lr_multiplier", 1.0)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        interval = self.hparams.get("scheduler_interval", "epoch")
-        scheduler = {"scheduler": self._scheduler(optimizer), "interval": interval, "monitor": "val/loss"}
+        interval = hparams.get("scheduler_interval", "epoch")
+        scheduler = {"scheduler": self._scheduler(optimizer, steps), "interval": interval, "monitor": "val/loss"}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     @property
@@ -248,7 +254,7 @@ class ImageClassifier(LightningModule):
                 "--model.scheduler_interval step), or give --model.scheduler.total_steps"
             )
 
-    def _scheduler(self, optimizer: torch.optim.Optimizer, steps: float | None = None) -> Any:
+    def _scheduler(self, optimizer: torch.optim.Optimizer, steps: float | None) -> Any:
         """One spanning the run gets its length (only then are the trainer and its run length needed)."""
         if not self.scheduler_spans_run:
             return self.scheduler_factory(optimizer)
@@ -258,17 +264,3 @@ class ImageClassifier(LightningModule):
         if steps is None or not math.isfinite(steps) or steps < 1:
             self.check_run_length(-1, -1)
         return self.scheduler_factory(optimizer, total_steps=int(steps))
-
-    def _check_optimizer_arguments(self) -> None:
-        """A bad lr_multipliers prefix or optimiser/scheduler argument (``lr: -1``) fails before any run directory."""
-        self._param_groups()
-        try:
-            optimizer = self.optimizer_factory([nn.Parameter(torch.zeros(1))])
-            if self.scheduler_factory is not None:
-                self._scheduler(optimizer, steps=100)
-        except (ValueError, TypeError) as err:
-            raise UserError(f"--model.optimizer / --model.scheduler: {err}") from None
-
-    def _param_groups(self) -> list[dict]:
-        hparams = self.hparams
-        return param_groups(self.net, hparams.lr_multipliers or {}, hparams.get("decay_norms_and_biases", True))
