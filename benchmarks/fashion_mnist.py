@@ -19,11 +19,10 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from lightning import Callback, LightningModule, Trainer
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_convert
 from torchvision import datasets, transforms
 from torchvision.transforms import v2
 
-from src.data.base import whole_batch
 from src.data.torchvision_datasets import FashionMNISTDataModule
 from src.train import cli_main
 
@@ -159,7 +158,7 @@ def train_epoch_lightning(setup: Setup, run_dir: str) -> Side:
     """The floor under any Lightning template: the plain step in a bare ``Trainer`` (no logger, callbacks, metrics,
     checkpoints or progress bar), batches from the same in-memory tensors."""
     setup.net.load_state_dict(setup.initial)
-    loader = DataLoader(setup.dm.train_set, batch_size=setup.dm.batch_size, shuffle=True, collate_fn=whole_batch)
+    loader = DataLoader(setup.dm.train_set, batch_size=setup.dm.batch_size, shuffle=True, collate_fn=default_convert)
     timer = EpochTimer()
     trainer = Trainer(
         max_epochs=1, logger=False, callbacks=[timer], enable_checkpointing=False, enable_progress_bar=False,

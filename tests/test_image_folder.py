@@ -7,8 +7,8 @@ import pytest
 import torch
 from lightning import Trainer, seed_everything
 
+from src.data.files import ImageFiles
 from src.data.image_folder import ImageFolderDataModule
-from src.data.images import ImageFiles
 from src.errors import UserError
 from src.models.classifier import ImageClassifier
 from tests.conftest import CONFIGS

@@ -89,7 +89,6 @@ class ArrayDataModule(ImageDataModule):
             labels_key: name of the labels array (integers 0..num_classes-1).
             label_names: one name per class (label order); default: the file's ``class_names`` array, else "0", "1"...
             test_split: fraction of ``path`` held out as test when there is no ``test_path`` (stratified).
-            **kwargs: batch size, workers, val split, seed and augmentation: see ``ImageDataModule``.
         """
         self.path, self.test_path = Path(path), Path(test_path) if test_path else None
         self.images_key, self.labels_key, self.test_split = images_key, labels_key, test_split

@@ -1,8 +1,6 @@
-"""Training-only augmentation of whole batches on the training device, with a random draw for every image.
-
-torchvision's v2 transforms draw ONE set of parameters per (B, C, H, W) batch (pytorch/vision#2929); here crop,
-flip and rotation become one affine map per image, applied by a single ``grid_sample``.
-"""
+"""Training-only augmentation of whole batches on the training device, with a random draw for every image:
+torchvision's v2 transforms draw ONE set of parameters per (B, C, H, W) batch (pytorch/vision#2929), so here crop,
+flip and rotation become one affine map per image, applied by a single ``grid_sample``."""
 
 import math
 
@@ -43,6 +41,3 @@ class BatchAugment(nn.Module):
         grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
         mode = "bilinear" if self.rotation > 0 else "nearest"
         return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
-
-    def extra_repr(self) -> str:
-        return f"crop_padding={self.crop_padding}, hflip={self.hflip}, rotation={self.rotation}"

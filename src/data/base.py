@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from lightning import LightningDataModule
 from lightning.fabric.utilities.data import suggested_max_num_workers
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_convert
 
 from src.data.augment import BatchAugment
 from src.errors import UserError
@@ -33,17 +33,12 @@ def check_loader_args(batch_size: int, num_workers: int | str) -> None:
 
 
 class TensorImages(TensorDataset):
-    """In-memory images and labels indexed a whole batch at a time (one tensor index, no collation), yet still
-    map-style, so any sampler (DDP's too) works."""
+    """In-memory images and labels indexed a whole batch at a time (one tensor index; ``default_convert`` passes
+    the batch through uncollated), yet still map-style, so any sampler (DDP's too) works."""
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices, device=self.tensors[0].device)
         return tuple(tensor[index] for tensor in self.tensors)
-
-
-def whole_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """``TensorImages.__getitems__`` already returns the stacked batch (a function: workers may pickle it)."""
-    return batch
 
 
 class ImageDataModule(LightningDataModule):
@@ -97,12 +92,9 @@ class ImageDataModule(LightningDataModule):
         self.train_set = self.val_set = self.test_set = None
 
     def load_splits(self) -> dict[str, tuple[Any, torch.Tensor]]:
-        """The one method to implement: ``{"train": (images, labels), "val": ..., "test": ...}``.
-
-        Images: uint8 (N, C, H, W) tensors, or whatever ``dataset`` takes (e.g. file paths); labels: ints (N,).
-        Only ``train`` is required. Without ``val``, ``val_split`` of train is held out; without ``test``, ``test``
-        and ``predict`` refuse to run (the val split is never reported as test accuracy).
-        """
+        """The one method to implement: ``{"train": (images, labels), "val": ..., "test": ...}``, images as uint8
+        (N, C, H, W) tensors or whatever ``dataset`` takes (e.g. file paths). Only ``train`` is required; without
+        ``test``, ``test`` and ``predict`` refuse to run (the val split is never reported as test accuracy)."""
         raise NotImplementedError(f"{type(self).__name__} must implement load_splits()")
 
     def dataset(self, images: Any, labels: torch.Tensor) -> Dataset:
@@ -207,7 +199,7 @@ class ImageDataModule(LightningDataModule):
         if in_memory and workers == 0:  # Lightning's "not many workers" hint is about per-sample loading
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         pin = self.pin_memory and not (in_memory and dataset.tensors[0].device.type != "cpu")
-        options = dict(num_workers=workers, collate_fn=whole_batch if in_memory else None, pin_memory=pin)
+        options = dict(num_workers=workers, collate_fn=default_convert if in_memory else None, pin_memory=pin)
         # Keywords, not positions: Lightning re-creates the loader with its own sampler under DDP.
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, persistent_workers=keep, **options

@@ -18,7 +18,6 @@ class DigitsDataModule(ImageDataModule):
         """
         Args:
             test_split: fraction of all images held out as the test split (always the same images).
-            **kwargs: batch size, workers, val split, seed and augmentation: see ``ImageDataModule``.
         """
         check_fraction("--data.test_split", test_split, 0.2)
         super().__init__(**kwargs)

@@ -1,15 +1,106 @@
-"""Your own image files, classified by a checkpoint: ``predict --ckpt_path CKPT --data configs/data/files.yaml``;
-class names, channels, size and statistics come from the checkpoint."""
+"""Image files in, uint8 tensors out: the one decoder and file dataset of image folders, predict and the Python API,
+and ``FilesDataModule``, which classifies your own files with a checkpoint. 16-bit grey is scaled to 8 bits, not
+clipped at 255 as ``convert("L")`` does to an ``I;16`` PNG."""
 
+import glob
+import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import torch
 from lightning import LightningDataModule
 from lightning.fabric.utilities.data import suggested_max_num_workers
-from torch.utils.data import DataLoader
+from lightning.pytorch.utilities import rank_zero_warn
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
 from src.data.base import check_loader_args
-from src.data.images import ImageFiles, find_images, open_header, read_all
 from src.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def pil_to_uint8(image: Image.Image, channels: int, size: tuple[int, int] | None) -> torch.Tensor:
+    """A PIL image, upright (EXIF), as a uint8 (channels, *size) tensor; ``size=None`` keeps its size."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit grey (PNG loads as I;16 or I)
+        image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float64) / 257 + 0.5, 0, 255).astype(np.uint8))
+    elif image.mode == "F":  # 32-bit float: taken as [0, 1]
+        image = Image.fromarray((np.clip(np.asarray(image), 0, 1) * 255 + 0.5).astype(np.uint8))
+    tensor = v2.functional.pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))
+    if size is not None and tuple(tensor.shape[-2:]) != tuple(size):
+        tensor = v2.functional.resize(tensor, list(size), antialias=True)
+    return tensor
+
+
+def read_image(path: Path | str, channels: int, size: tuple[int, int] | None) -> torch.Tensor:
+    """One image file as a uint8 (channels, H, W) tensor; PIL's ``OSError`` for unreadable files."""
+    with Image.open(path) as image:
+        return pil_to_uint8(image, channels, size)
+
+
+def find_images(path: str | Path) -> list[Path]:
+    """Image files at ``path``: one file, a folder (recursively) or a glob pattern, sorted; other files are skipped
+    with one warning listing them."""
+    text, suffixes = str(path), ", ".join(IMAGE_SUFFIXES)
+    if any(ch in text for ch in "*?["):
+        files = [Path(p) for p in glob.glob(text, recursive=True)]
+    elif Path(text).is_dir():
+        files = [p for p in Path(text).rglob("*") if not p.name.startswith(".")]
+    elif Path(text).is_file():
+        files = [Path(text)]
+    else:
+        raise UserError(f"--data.path {text}: no such file or folder. Give an image, a folder or a glob ('x/*.png').")
+    files = sorted(p for p in files if p.is_file())
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    skipped = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    if skipped:
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        rank_zero_warn(
+            f"skipping {len(skipped)} file(s) that are not images: {', '.join(map(str, skipped[:10]))}{more}"
+        )
+    if not images:
+        raise UserError(f"--data.path {text}: no image files found ({suffixes}).")
+    return images
+
+
+def read_all(paths: list[Path], read: Callable, skip: bool = False, fix: str = "Remove it or fix it.") -> tuple:
+    """``(positions, results)`` of the files ``read`` reads; an unreadable one stops the run (or, ``skip``, warns)."""
+    kept, results = [], []
+    for i, path in enumerate(paths):
+        try:
+            results.append(read(path))
+            kept.append(i)
+        except OSError as err:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+            if not skip:
+                raise UserError(f"cannot read image {path} ({err}). {fix}") from None
+            warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
+    return kept, results
+
+
+def open_header(path: Path) -> None:
+    """Cheap: a non-image fails here, before any training (a truncated file only when decoded)."""
+    Image.open(path).close()
+
+
+class ImageFiles(Dataset):
+    """Files decoded one at a time in DataLoader workers: ``(image, label)``, or without labels (prediction)
+    ``{"image": image, "index": position in the list}``."""
+
+    def __init__(
+        self, paths: list[Path], channels: int, size: tuple[int, int], labels: torch.Tensor | None = None
+    ) -> None:
+        self.paths, self.channels, self.size, self.labels = paths, channels, size, labels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
+        _, [image] = read_all([self.paths[index]], lambda path: read_image(path, self.channels, self.size))
+        return {"image": image, "index": torch.tensor(index)} if self.labels is None else (image, self.labels[index])
 
 
 class FilesDataModule(LightningDataModule):
@@ -29,16 +120,14 @@ class FilesDataModule(LightningDataModule):
         self.paths = find_images(path)
         read_all(self.paths, open_header)  # an unreadable image stops here, before any run directory exists
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.dataset: ImageFiles | None = None
 
     def setup(self, stage: str) -> None:
         if stage != "predict":
             raise UserError("--data FilesDataModule only predicts: use `predict --ckpt_path CKPT`.")
-        spec = self.trainer.lightning_module.input_spec
-        self.dataset = ImageFiles(self.paths, spec.channels, spec.size)
 
     def predict_dataloader(self) -> DataLoader:
-        workers = self.num_workers
+        spec, workers = self.trainer.lightning_module.input_spec, self.num_workers
         if workers == "auto":
-            workers = min(suggested_max_num_workers(self.trainer.num_devices if self.trainer else 1), len(self.paths))
-        return DataLoader(self.dataset, batch_size=self.batch_size, num_workers=workers)
+            workers = min(suggested_max_num_workers(self.trainer.num_devices), len(self.paths))
+        files = ImageFiles(self.paths, spec.channels, spec.size)
+        return DataLoader(files, batch_size=self.batch_size, num_workers=workers)

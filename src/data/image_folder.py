@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import find_classes
 
 from src.data.base import ImageDataModule, TensorImages
-from src.data.images import IMAGE_SUFFIXES, ImageFiles, open_header, read_all, read_image
+from src.data.files import IMAGE_SUFFIXES, ImageFiles, open_header, read_all, read_image
 from src.errors import UserError
 
 
@@ -39,7 +39,6 @@ class ImageFolderDataModule(ImageDataModule):
             skip_corrupt: skip unreadable images with a warning instead of stopping with an error.
             in_memory: decode every image once into memory, or stream files from disk with DataLoader workers;
                 ``auto`` decodes when the decoded images take at most a quarter of this machine's RAM.
-            **kwargs: batch size, workers, val split, seed and augmentation: see ``ImageDataModule``.
         """
         if image_size < 1:
             raise UserError(f"--data.image_size {image_size} must be >= 1 (pixels per side), e.g. 32")

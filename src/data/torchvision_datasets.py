@@ -1,7 +1,6 @@
-"""MNIST, Fashion-MNIST and CIFAR-10 through torchvision: the official train split (split into train/val) and the
-official test split, in memory as uint8 tensors. Found in ``data_dir`` (or ``data/`` after an extraction); else
-verified official archives in ``data_dir`` (which may be read-only) are extracted into ``data/``; else downloaded
-into ``data_dir`` when ``download``; else the error says what to put where."""
+"""MNIST, Fashion-MNIST and CIFAR-10 through torchvision, in memory as uint8 tensors, official test split. Read
+from ``data_dir`` (or ``data/`` after extracting verified archives found in a maybe read-only ``data_dir``), else
+downloaded into ``data_dir`` when ``download``, else the error says what to put where."""
 
 import os
 from pathlib import Path
@@ -30,17 +29,15 @@ class TorchvisionDataModule(ImageDataModule):
         Args:
             data_dir: folder with the dataset's files or official archives, or where to download them.
             download: try downloading when the files are missing.
-            **kwargs: batch size, workers, val split, seed and augmentation: see ``ImageDataModule``.
         """
         super().__init__(**kwargs)
         self.data_dir, self.download = Path(data_dir), download
 
     def _root(self) -> Path | None:
+        """``data_dir`` when it has the files, else ``data/`` when they were extracted there from its archives."""
         archived = all(archive.is_file() for archive, _ in self.archives(self.data_dir))
-        for root in (self.data_dir, EXTRACT_DIR) if archived else (self.data_dir,):
-            if all(path.is_file() for path in self.files(root)):
-                return root
-        return None
+        roots = (self.data_dir, EXTRACT_DIR) if archived else (self.data_dir,)
+        return next((root for root in roots if all(path.is_file() for path in self.files(root))), None)
 
     def prepare_data(self) -> None:
         archives = self.archives(self.data_dir)
