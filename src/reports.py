@@ -23,9 +23,7 @@ def classification_report(confusion: torch.Tensor, class_names: Sequence[str]) -
     f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
     classes = [
         {"class": name, "precision": p, "recall": r, "f1": f, "accuracy": r, "support": int(s)}
-        for name, p, r, f, s in zip(
-            class_names, precision.tolist(), recall.tolist(), f1.tolist(), support.tolist(), strict=True
-        )
+        for name, p, r, f, s in zip(class_names, *(t.tolist() for t in (precision, recall, f1, support)), strict=True)
     ]
     total = int(support.sum())
     return {
@@ -38,21 +36,26 @@ def classification_report(confusion: torch.Tensor, class_names: Sequence[str]) -
     }
 
 
+#: The report's columns after the class name, and their widths in the printed table.
+COLUMNS, WIDTHS = ("precision", "recall", "f1", "accuracy", "support"), (9, 6, 6, 8, 7)
+
+
+def table_rows(report: dict[str, Any]) -> list[list[Any]]:
+    """The header, one row per class and the macro averages: the printed table's and the CSV's rows."""
+    macro = [report[f"macro_{k}"] for k in COLUMNS[:3]]
+    rows = [[c["class"], *(c[k] for k in COLUMNS)] for c in report["classes"]]
+    return [["class", *COLUMNS], *rows, ["macro avg", *macro, "", report["support"]]]
+
+
+def cell(value: Any, width: int = 0) -> str:
+    return f"{value:>{width}.4f}" if isinstance(value, float) else f"{value:>{width}}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The report as the table ``test`` prints (4 decimals, as in the CSV)."""
     width = max(12, *(len(c["class"]) for c in report["classes"]))
-    lines = [f"{'class':<{width}}  precision  recall      f1  accuracy  support"]
-    for c in report["classes"]:
-        lines.append(
-            f"{c['class']:<{width}}  {c['precision']:>9.4f}  {c['recall']:>6.4f}  {c['f1']:>6.4f}"
-            f"  {c['accuracy']:>8.4f}  {c['support']:>7d}"
-        )
-    lines.append(
-        f"{'macro avg':<{width}}  {report['macro_precision']:>9.4f}  {report['macro_recall']:>6.4f}"
-        f"  {report['macro_f1']:>6.4f}  {'':>8}  {report['support']:>7d}"
-    )
-    lines.append(f"overall accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}")
-    return "\n".join(lines)
+    lines = ["  ".join([f"{name:<{width}}", *map(cell, row, WIDTHS)]) for name, *row in table_rows(report)]
+    return "\n".join([*lines, f"overall accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}"])
 
 
 def write_report(run_dir: Path, confusion: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
@@ -61,12 +64,7 @@ def write_report(run_dir: Path, confusion: torch.Tensor, class_names: Sequence[s
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "test_report.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["class", "precision", "recall", "f1", "accuracy", "support"])
-        for c in report["classes"]:
-            scores = (f"{c[k]:.4f}" for k in ("precision", "recall", "f1", "accuracy"))
-            writer.writerow([c["class"], *scores, c["support"]])
-        macro = (report["macro_precision"], report["macro_recall"], report["macro_f1"])
-        writer.writerow(["macro avg", *(f"{v:.4f}" for v in macro), "", report["support"]])
+        writer.writerows([*map(cell, row)] for row in table_rows(report))
         writer.writerow(["overall", "", "", "", f"{report['accuracy']:.4f}", report["support"]])
     (run_dir / "test_report.json").write_text(json.dumps(report, indent=2) + "\n")
     with (run_dir / "confusion_matrix.csv").open("w", newline="") as f:
@@ -79,29 +77,18 @@ def write_report(run_dir: Path, confusion: torch.Tensor, class_names: Sequence[s
     return report
 
 
-def top_k_columns(probs: torch.Tensor, class_names: Sequence[str], top_k: int) -> list[dict[str, Any]]:
-    """``[{"top1": name, "top1_prob": p, "top2": ...}, ...]``: one dict per row of ``probs``, most probable first."""
-    values, classes = probs.float().topk(top_k, dim=1)
-    rows = []
-    for cs, ps in zip(classes.tolist(), values.tolist(), strict=True):
-        row: dict[str, Any] = {}
-        for i, (c, p) in enumerate(zip(cs, ps, strict=True), 1):
-            row[f"top{i}"], row[f"top{i}_prob"] = class_names[c], p
-        rows.append(row)
-    return rows
-
-
 def write_predictions(rows: dict[int, tuple], out_dir: Path, class_names: Sequence[str], top_k: int,
                       paths: Sequence[Path] | None) -> Path:  # fmt: skip
     """``predictions.csv`` and ``.json`` in ``out_dir`` from ``{index: (probs, target)}``; returns the CSV's path."""
-    probs = torch.stack([p for p, _ in rows.values()])
-    top = top_k_columns(probs, class_names, top_k)
+    values, classes = torch.stack([p for p, _ in rows.values()]).float().topk(top_k, dim=1)
     records = []
-    for (index, (_, target)), columns in zip(rows.items(), top, strict=True):
-        first = {"path": str(paths[index])} if paths is not None else {"index": index}
+    for (index, (_, target)), cs, ps in zip(rows.items(), classes.tolist(), values.tolist(), strict=True):
+        record = {"path": str(paths[index])} if paths is not None else {"index": index}
         if paths is None and target is not None:
-            first["target"] = class_names[target]
-        records.append(first | columns)
+            record["target"] = class_names[target]
+        for i, (c, p) in enumerate(zip(cs, ps, strict=True), 1):  # most probable first
+            record[f"top{i}"], record[f"top{i}_prob"] = class_names[c], p
+        records.append(record)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "predictions.csv"
     with csv_path.open("w", newline="") as f:

@@ -27,25 +27,20 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, output_dir: str | None = None, top_k: int = 3) -> None:
         """
         Args:
-            output_dir: folder for ``predictions.csv`` and ``predictions.json``; default: the run directory (the
-                checkpoint's run when predicting from ``--ckpt_path``).
+            output_dir: folder for ``predictions.csv`` and ``.json``; default: the run (the checkpoint's run).
             top_k: how many of the most probable classes to write per image.
         """
         super().__init__(write_interval="epoch")
-        self.output_dir = output_dir
-        self.top_k = top_k
+        self.output_dir, self.top_k = output_dir, top_k
         self.path: Path | None = None
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         check_top_k(self.top_k, pl_module.class_names)
 
     def write_on_epoch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        predictions: Sequence[Any],
-        batch_indices: Sequence[Any],
+        self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
     ) -> None:
+        """Rows ``{index: (probs, target)}`` from all processes (a sampler may repeat an index to even out ranks)."""
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         indices_per_batch = batch_indices[0] if batch_indices and isinstance(batch_indices[0], list) else batch_indices
         probs = torch.cat([b["probs"] for b in batches]).cpu()
@@ -54,7 +49,9 @@ class PredictionWriter(BasePredictionWriter):
         else:
             indices = [i for batch in indices_per_batch for i in batch] or list(range(len(probs)))
         targets = torch.cat([b["target"] for b in batches]).tolist() if batches and "target" in batches[0] else None
-        rows = self._gather(indices, probs, targets)  # every rank: a collective when distributed
+        part = list(zip(indices, probs, targets or [None] * len(indices), strict=True))
+        gathered = [row for rank in gather_objects(part) for row in rank]  # every rank: a collective
+        rows = {i: (p, t) for i, p, t in sorted(gathered, key=lambda row: row[0])}
         out_dir = Path(self.output_dir) if self.output_dir else Path(trainer.log_dir or ".")  # broadcasts
         if not trainer.is_global_zero:
             return
@@ -62,14 +59,6 @@ class PredictionWriter(BasePredictionWriter):
 
         paths = getattr(trainer.datamodule, "paths", None)
         self.path = write_predictions(rows, out_dir, pl_module.class_names, self.top_k, paths)
-
-    def _gather(self, indices: list[int], probs: torch.Tensor, targets: list[int] | None) -> dict[int, tuple]:
-        """``{index: (probs, target)}`` over all processes (a sampler may repeat an index to even out ranks)."""
-        part = [
-            (i, p, None if targets is None else targets[n]) for n, (i, p) in enumerate(zip(indices, probs, strict=True))
-        ]
-        part = [row for p in gather_objects(part) for row in p]
-        return {i: (p, t) for i, p, t in sorted(part, key=lambda row: row[0])}
 
 
 class TestReport(Callback):
