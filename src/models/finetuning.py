@@ -1,11 +1,9 @@
 """Finetuning strategies for networks with a ``backbone`` (see ``TransferNet``): which backbone blocks train when.
 
-The optimiser holds the backbone's parameters from the start, so groups, learning rates and the scheduler never
-change. DDP all-reduces the parameters that required a gradient when it wrapped the model, so ``requires_grad``
-changes only in ``setup``, before that (a backbone that never trains); otherwise a frozen block's gradients are dropped
-after DDP's all-reduce, before the step: no update at all (no momentum, no weight decay), the same on every rank. The
-phase follows the epoch, so a resumed run lands in the right one. Frozen BatchNorm keeps its running statistics.
-"""
+The optimiser holds every parameter from the start, so its groups and the scheduler never change. DDP reduces the
+parameters that required a gradient when it wrapped the model, so ``requires_grad`` changes only in ``setup`` (for a
+backbone that never trains); otherwise frozen blocks' gradients are dropped before the step: no update, momentum or
+weight decay, alike on every rank. The phase follows the epoch, so a resumed run lands in the right one."""
 
 from typing import Literal
 
@@ -57,27 +55,28 @@ class TransferFinetuning(Callback):
             return stages[: max(len(stages) - self.top_stages, 0)]
         return []
 
+    def frozen_modules(self, pl_module: LightningModule, epoch: int) -> tuple[nn.Module | None, set[nn.Module]]:
+        """The backbone, if any, and its modules that do not train in ``epoch`` (BatchNorm trains with ``train_bn``)."""
+        backbone = getattr(getattr(pl_module, "net", None), "backbone", None)
+        if not isinstance(backbone, nn.Module):
+            return None, set()
+        modules = {m for block in self.frozen_blocks(backbone, epoch) for m in block.modules()}
+        return backbone, {m for m in modules if not (self.train_bn and isinstance(m, BATCH_NORMS))}
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Before DDP wraps the model: a backbone that never trains stops needing gradients."""
-        backbone = getattr(getattr(pl_module, "net", None), "backbone", None)
-        if stage == "fit" and isinstance(backbone, nn.Module) and self.strategy == "freeze":
-            for module in backbone.modules():
-                if not (self.train_bn and isinstance(module, BATCH_NORMS)):
-                    for param in module.parameters(recurse=False):
-                        param.requires_grad = False
+        if stage == "fit" and self.strategy == "freeze":
+            for module in self.frozen_modules(pl_module, 0)[1]:
+                for param in module.parameters(recurse=False):
+                    param.requires_grad = False
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Every training epoch, also the first after a resume: set this epoch's phase."""
-        backbone, self._frozen_params = getattr(getattr(pl_module, "net", None), "backbone", None), []
-        if not isinstance(backbone, nn.Module):
-            return
-        frozen = {id(m) for block in self.frozen_blocks(backbone, trainer.current_epoch) for m in block.modules()}
-        for module in backbone.modules():
-            is_bn = isinstance(module, BATCH_NORMS)
-            if is_bn:  # frozen: the stored statistics, unless BatchNorm is meant to keep training (train_bn)
-                module.train(id(module) not in frozen or self.train_bn)
-            if id(module) in frozen and not (is_bn and self.train_bn):
-                self._frozen_params += [p for p in module.parameters(recurse=False) if p.requires_grad]
+        backbone, frozen = self.frozen_modules(pl_module, trainer.current_epoch)
+        for module in backbone.modules() if backbone is not None else []:
+            if isinstance(module, BATCH_NORMS):  # frozen BatchNorm keeps its stored statistics
+                module.train(module not in frozen)
+        self._frozen_params = [p for m in frozen for p in m.parameters(recurse=False) if p.requires_grad]
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
         """After DDP's all-reduce, before clipping and the step: the optimiser skips gradient-less frozen blocks."""
