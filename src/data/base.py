@@ -42,9 +42,8 @@ class TensorImages(TensorDataset):
 
 
 class ImageDataModule(LightningDataModule):
-    """uint8 images in, whole batches out, augmented on the training device. ``class_names`` and ``input_shape``
-    must be cheap (they are linked into the model while arguments are parsed); ``mean``/``std`` are class
-    attributes when known, else measured on the training split. The model normalises and keeps them."""
+    """uint8 images in, whole batches out. ``class_names`` and ``input_shape`` must be cheap (linked into the model
+    while arguments are parsed); ``mean``/``std`` are class attributes when known, else measured on train."""
 
     class_names: list[str]
     input_shape: tuple[int, int, int]

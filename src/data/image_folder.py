@@ -1,6 +1,5 @@
-"""A folder of images, one sub-folder per class (``root/<class>/*.png|jpg|...``): one root split train/val/test, or
-``train/`` (``val/``, ``test/``) roots. Decoded once into memory when they fit, else streamed from disk by
-DataLoader workers: the same images in the same batches either way."""
+"""A folder of images, one sub-folder per class (``root/<class>/*.png|jpg|...``), split train/val/test, or ``train/``
+(``val/``, ``test/``) roots; decoded into memory when they fit, else streamed: the same batches either way."""
 
 import os
 from functools import cached_property
@@ -44,14 +43,11 @@ class ImageFolderDataModule(ImageDataModule):
             raise UserError(f"--data.image_size {image_size} must be >= 1 (pixels per side), e.g. 32")
         self.root = Path(data_dir)
         train_root = self.root / "train" if (self.root / "train").is_dir() else self.root
-        if not train_root.is_dir():
-            raise UserError(f"--data.data_dir {data_dir!r} is not a folder. Give a folder of class sub-folders.")
         try:
             self.class_names, _ = find_classes(str(train_root))
-        except FileNotFoundError:
-            raise UserError(
-                f"--data.data_dir {data_dir!r} has no class sub-folders: put images in {train_root}/<class>/."
-            ) from None
+        except (FileNotFoundError, NotADirectoryError):
+            problem = "has no class sub-folders" if train_root.is_dir() else "is not a folder"
+            raise UserError(f"--data.data_dir {data_dir!r} {problem}: put images in {train_root}/<class>/.") from None
         self.input_shape = (1 if grayscale else 3, image_size, image_size)
         self.test_split, self.skip_corrupt, self._in_memory = test_split, skip_corrupt, in_memory
         super().__init__(**kwargs)

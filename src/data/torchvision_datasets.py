@@ -63,8 +63,7 @@ class TorchvisionDataModule(ImageDataModule):
         )
 
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        if self._root() is None:  # setup() without prepare_data(), e.g. in a notebook
-            self.prepare_data()
+        self.prepare_data()  # a no-op once the files are there; setup() may run without it, e.g. in a notebook
         root = self._root()
         try:
             train, test = (self.dataset_cls(str(root), train=train, download=False) for train in (True, False))
@@ -76,9 +75,7 @@ class TorchvisionDataModule(ImageDataModule):
         return {"train": self.to_tensors(train), "test": self.to_tensors(test)}
 
     def to_tensors(self, dataset: datasets.VisionDataset) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (N, C, H, W) images (MNIST's are (N, H, W), CIFAR's (N, H, W, C)) of this dataset's classes."""
-        if list(dataset.classes) != self.class_names:
-            raise UserError(f"{dataset.root} has classes {dataset.classes}, not {self.class_names}")
+        """uint8 (N, C, H, W) images (MNIST's are (N, H, W), CIFAR's (N, H, W, C))."""
         images = torch.as_tensor(dataset.data)
         images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2).contiguous()
         return images, torch.as_tensor(dataset.targets)
