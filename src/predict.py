@@ -1,13 +1,8 @@
-"""The Python API: a checkpoint (or its ONNX export) in, class names and probabilities out.
-
-    from src.predict import Predictor
-    predictor = Predictor.from_checkpoint("logs/cnn/version_0/checkpoints/last.ckpt")  # or .from_onnx(export dir)
-    for p in predictor.predict(["shoe.jpg", "photos/"], top_k=3):
-        print(p.source, p.classes, p.probs)
+"""The Python API: a checkpoint (or its ONNX export) in, class names and probabilities out, as in
+``Predictor.from_checkpoint(path).predict(["shoe.jpg", "photos/"], top_k=3)`` (or ``Predictor.from_onnx(folder)``).
 
 Images: file paths (a file, a folder searched recursively, a glob), PIL images, NumPy arrays or tensors (H x W,
-H x W x C or C x H x W; 4-D: a batch; uint8, uint16 or [0, 1] floats) of any size and channel count.
-"""
+H x W x C or C x H x W; 4-D: a batch; uint8, uint16 or [0, 1] floats) of any size and channel count."""
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass

@@ -5,8 +5,7 @@ a normalised float (N, C, H, W) batch -> (N, num_classes) logits. Optional attri
 ``check_network`` refuses a wrong kind in one line): ``input_spec``, the ``InputSpec`` pretrained weights expect
 (default: the data's); ``backbone``, the pretrained submodule: finetuning freezes it, ``lr_multipliers`` can name it,
 weight init skips it (default: none); ``restore_args()``, init arguments that rebuild the network without its weight
-files; ``features``, what transfer learning reuses (default: the network but its last ``nn.Linear``).
-"""
+files; ``features``, what transfer learning reuses (default: the network but its last ``nn.Linear``)."""
 
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -63,8 +62,7 @@ def param_groups(net: nn.Module, lr_multipliers: dict[str, float], decay_all: bo
         groups[next((p for p in lr_multipliers if name == p or name.startswith(p + ".")), "default")].append(param)
     unused = [p for p in lr_multipliers if not groups[p]]
     if unused:
-        parts = [n.split(".")[:-1] for n, _ in net.named_parameters()]
-        names = sorted({".".join(p[:i]) for p in parts for i in range(1, len(p) + 1)})
+        names = sorted(n for n, m in net.named_modules() if n and any(True for _ in m.parameters()))
         raise UserError(f"--model.lr_multipliers: prefix {unused} matches no parameter; use one of {names}")
     if not lr_multipliers and decay_all:
         return [{"params": groups["default"]}]  # one unnamed group: LearningRateMonitor logs ``lr-<Optimizer>``
