@@ -1,6 +1,5 @@
-"""Images and labels from NumPy ``.npz`` or HDF5 ``.h5``/``.hdf5`` files: (N, H, W), (N, H, W, C) or (N, C, H, W)
-images, uint8 or floats in [0, 1] (other integers when within 0..255); values a cast would clip or wrap are refused
-with the conversion to make."""
+"""Images and labels from ``.npz`` or ``.h5``/``.hdf5`` files: (N, H, W), (N, H, W, C) or (N, C, H, W), uint8 or
+floats in [0, 1] (other integers within 0..255); values a cast would clip or wrap are refused with the fix."""
 
 from pathlib import Path
 from typing import Any

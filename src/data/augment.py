@@ -1,6 +1,5 @@
-"""Training-only augmentation of whole batches on the training device, with a random draw for every image:
-torchvision's v2 transforms draw ONE set of parameters per (B, C, H, W) batch (pytorch/vision#2929), so here crop,
-flip and rotation become one affine map per image, applied by a single ``grid_sample``."""
+"""Training-only batch augmentation with a random draw per image (torchvision's v2 transforms draw ONE per batch,
+pytorch/vision#2929): crop, flip and rotation become one affine map per image, applied by a single ``grid_sample``."""
 
 import math
 

@@ -1,6 +1,5 @@
-"""Image files in, uint8 tensors out: the one decoder and file dataset of image folders, predict and the Python API,
-and ``FilesDataModule``, which classifies your own files with a checkpoint. 16-bit grey is scaled to 8 bits, not
-clipped at 255 as ``convert("L")`` does to an ``I;16`` PNG."""
+"""Image files in, uint8 tensors out: the one decoder and file dataset of image folders, predict, the Python API and
+``FilesDataModule`` (your own files, classified by a checkpoint)."""
 
 import glob
 import warnings
@@ -24,7 +23,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".g
 
 
 def pil_to_uint8(image: Image.Image, channels: int, size: tuple[int, int] | None) -> torch.Tensor:
-    """A PIL image, upright (EXIF), as a uint8 (channels, *size) tensor; ``size=None`` keeps its size."""
+    """A PIL image, upright (EXIF), as a uint8 (channels, *size) tensor; ``size=None`` keeps its size. 16-bit grey
+    is scaled to 8 bits, not clipped at 255 as ``convert("L")`` does to an ``I;16`` PNG."""
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit grey (PNG loads as I;16 or I)
         image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float64) / 257 + 0.5, 0, 255).astype(np.uint8))
@@ -43,18 +43,13 @@ def read_image(path: Path | str, channels: int, size: tuple[int, int] | None) ->
 
 
 def find_images(path: str | Path) -> list[Path]:
-    """Image files at ``path``: one file, a folder (recursively) or a glob pattern, sorted; other files are skipped
-    with one warning listing them."""
+    """Image files at ``path``: one file, a folder (recursively, as glob's ``**``: hidden files left out) or a glob
+    pattern, sorted; other files are skipped with one warning listing them."""
     text, suffixes = str(path), ", ".join(IMAGE_SUFFIXES)
-    if any(ch in text for ch in "*?["):
-        files = [Path(p) for p in glob.glob(text, recursive=True)]
-    elif Path(text).is_dir():
-        files = [p for p in Path(text).rglob("*") if not p.name.startswith(".")]
-    elif Path(text).is_file():
-        files = [Path(text)]
-    else:
+    if not any(ch in text for ch in "*?[") and not Path(text).exists():
         raise UserError(f"--data.path {text}: no such file or folder. Give an image, a folder or a glob ('x/*.png').")
-    files = sorted(p for p in files if p.is_file())
+    pattern = str(Path(text) / "**") if Path(text).is_dir() else text  # a file's own path matches just that file
+    files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     skipped = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
     if skipped:

@@ -1,6 +1,5 @@
-"""MNIST, Fashion-MNIST and CIFAR-10 through torchvision, in memory as uint8 tensors, official test split. Read
-from ``data_dir`` (or ``data/`` after extracting verified archives found in a maybe read-only ``data_dir``), else
-downloaded into ``data_dir`` when ``download``, else the error says what to put where."""
+"""MNIST, Fashion-MNIST and CIFAR-10 through torchvision, in memory, with the official test split: read from
+``data_dir`` (or from ``data/``, where verified archives in ``data_dir`` are extracted), else downloaded."""
 
 import os
 from pathlib import Path
