@@ -18,22 +18,15 @@ def classification_report(confusion: torch.Tensor, class_names: Sequence[str]) -
     confusion matrix with true classes as rows; a class never predicted has precision 0 (as scikit-learn's)."""
     counts = confusion.double().cpu()
     correct, support, predicted = counts.diag(), counts.sum(1), counts.sum(0)
-    precision = torch.where(predicted > 0, correct / predicted.clamp(min=1), 0.0)
-    recall = torch.where(support > 0, correct / support.clamp(min=1), 0.0)
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
+    precision, recall = correct / predicted.clamp(min=1), correct / support.clamp(min=1)  # 0 where nothing counted
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
     classes = [
         {"class": name, "precision": p, "recall": r, "f1": f, "accuracy": r, "support": int(s)}
         for name, p, r, f, s in zip(class_names, *(t.tolist() for t in (precision, recall, f1, support)), strict=True)
     ]
-    total = int(support.sum())
-    return {
-        "classes": classes,
-        "accuracy": float(correct.sum() / max(total, 1)),
-        "macro_f1": float(f1.mean()),
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-        "support": total,
-    }
+    total, scores = int(support.sum()), {"f1": f1, "precision": precision, "recall": recall}
+    macro = {f"macro_{name}": float(values.mean()) for name, values in scores.items()}
+    return {"classes": classes, "accuracy": float(correct.sum() / max(total, 1)), **macro, "support": total}
 
 
 #: The report's columns after the class name, and their widths in the printed table.

@@ -1,9 +1,7 @@
 """``python -m src.search --config C --space configs/search/cnn.yaml --trials 20 [--sampler tpe|random|grid]
-[overrides]``: Optuna over the training CLI. Each trial is an ordinary ``fit`` with the trial's values as overrides,
-pruned by ``MedianPruner``; the study (``logs/search-<study>/study.db``) continues when the same command runs again,
-``trials.csv`` ranks the trials by ``val/acc_best``, ``best.yaml`` is the best config. A study keeps its space and
-training arguments (runs of different setups are not comparable) and runs on one device (under DDP, Lightning would
-start the whole search in every process). The space is checked by building the CLI before the study exists."""
+[overrides]`` (docs/tune.md): each trial is an ordinary ``fit`` with the trial's values as overrides, pruned by
+``MedianPruner``; the study in ``logs/search-<study>/`` continues when the same command runs again. One device: under
+DDP, Lightning would start the whole search in every process."""
 
 import argparse
 import csv
@@ -58,8 +56,6 @@ def fit(trial: optuna.Trial, space: Space, base: list[str]) -> float:
         if SCORE not in cli.trainer.callback_metrics:  # type: ignore[union-attr]
             raise UserError(f"trials are ranked by {SCORE} but the run logged none: keep validation on")
         return float(cli.trainer.callback_metrics[SCORE])  # type: ignore[union-attr]
-    except optuna.TrialPruned:
-        raise
     except SystemExit as stop:
         if stop.code == 1 and built:  # Lightning's exit on Ctrl-C in a fit
             raise KeyboardInterrupt from None
@@ -69,8 +65,9 @@ def fit(trial: optuna.Trial, space: Space, base: list[str]) -> float:
             return math.nan
         trial.study.tell(trial, state=TrialState.FAIL)  # Optuna would let SystemExit leave it RUNNING
         raise
-    except Exception:
-        trial.set_user_attr("failure", "error")
+    except Exception as err:
+        if not isinstance(err, optuna.TrialPruned):
+            trial.set_user_attr("failure", "error")
         raise
 
 

@@ -37,27 +37,23 @@ def confusion_figure(confusion: torch.Tensor, class_names: Sequence[str], title:
 def image_grid_figure(images: torch.Tensor, captions: Sequence[str], title: str, columns: int = 8) -> Figure:
     """[0, 1] float images (N, C, H, W), grey or RGB, each with its caption, in a grid: one mosaic in one Axes
     (an Axes per image makes drawing the samples before the first step several times slower)."""
-    n = len(images)
-    columns = min(columns, n)
-    rows = -(-n // columns)
+    columns = min(columns, len(images))
+    rows = -(-len(images) // columns)
     width, height = 1.6 * columns, 1.9 * rows + 0.4  # inches: a 1.6 x 1.9 cell per image, 0.4 for the title
     pixels = images.detach().float().clamp(0, 1).cpu()
     h, w = pixels.shape[-2:]
     ppi = max(h, w) / 1.45  # mosaic pixels per inch: each image's longer side spans 1.45 inches
-    lines = max((caption.count("\n") + 1 for caption in captions), default=1)
-    caption_height = 0.14 * lines + 0.08  # inches above each image
+    caption_height = 0.14 * max((c.count("\n") + 1 for c in captions), default=1) + 0.08  # inches above each image
     mosaic = torch.ones(pixels.shape[1], round(height * ppi), round(width * ppi))  # white background
     fig = Figure(figsize=(width, height), dpi=100)  # not pyplot's: no window, no global figure list
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_axis_off()
     for i, (image, caption) in enumerate(zip(pixels, captions, strict=False)):
-        row, column = divmod(i, columns)
-        center, top = 1.6 * column + 0.8, 0.4 + 1.9 * row + caption_height  # inches from the top left
+        center, top = 1.6 * (i % columns) + 0.8, 0.4 + 1.9 * (i // columns) + caption_height  # inches from top left
         y, x = round(top * ppi), round(center * ppi - w / 2)
         mosaic[:, y : y + h, x : x + w] = image
         ax.text(center, top - 0.03, caption, ha="center", va="bottom", fontsize=7)
-    grey = mosaic.shape[0] == 1
-    ax.imshow((mosaic[0] if grey else mosaic.permute(1, 2, 0)).numpy(), cmap="gray", vmin=0, vmax=1,
+    ax.imshow(mosaic.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1,  # grey: (H, W)
               extent=(0, width, height, 0), aspect="auto")  # fmt: skip
     ax.set(xlim=(0, width), ylim=(height, 0))
     ax.text(width / 2, 0.22, title, ha="center", va="center", fontsize=9)
@@ -88,18 +84,15 @@ class Dashboard(Callback):
         return logger if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero else None
 
     def _draws(self, trainer: Trainer) -> bool:
-        if trainer.sanity_checking:
-            return False
-        if trainer.state.fn == TrainerFn.FITTING:  # validation during fit: every n epochs
-            return self.every_n_epochs > 0 and trainer.current_epoch % self.every_n_epochs == 0
-        return True
+        """Not in the sanity check; during a fit, every ``every_n_epochs`` epochs; in ``validate``/``test``, always."""
+        due = self.every_n_epochs > 0 and trainer.current_epoch % self.every_n_epochs == 0
+        return not trainer.sanity_checking and (due or trainer.state.fn != TrainerFn.FITTING)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         """The first batch of a run, after augmentation (this hook sees the batch on the device, augmented)."""
         if self.samples == 0 or batch_idx != 0 or trainer.global_step != 0:  # every step: the cheap tests first
             return
-        logger = self._logger(trainer)
-        if logger is None:
+        if (logger := self._logger(trainer)) is None:
             return
         images, labels = batch[0][: self.samples], batch[1][: self.samples]
         names = [pl_module.class_names[i] for i in labels.tolist()]
@@ -111,8 +104,7 @@ class Dashboard(Callback):
             return
         confusion = getattr(pl_module, f"{stage}_confusion").compute()  # every rank: synchronising collectives
         mistakes = most_confident(gather_objects(self.mistakes), self.keep)  # every rank: a collective
-        logger = self._logger(trainer)
-        if logger is None:
+        if (logger := self._logger(trainer)) is None:
             return
         # The step of this epoch's scalars (the last training step: a resumed run purges everything after it).
         names, step = pl_module.class_names, trainer.global_step
