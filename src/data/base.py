@@ -161,18 +161,16 @@ class ImageDataModule(LightningDataModule):
     mean = property(lambda self: self.statistics[0], doc="Per-channel mean in [0, 1], linked into the model.")
     std = property(lambda self: self.statistics[1], doc="Per-channel standard deviation, likewise.")
 
-    def _require_test_split(self, stage: Any) -> None:
+    def prepare_data(self) -> None:
+        """Builds the splits before the loggers create anything, so a data mistake or a refused ``test``/``predict``
+        leaves the run untouched (``setup`` builds them on the other processes)."""
+        if self.trainer is not None:
+            self.setup(self.trainer.state.fn)
+
+    def setup(self, stage: str | None = None) -> None:
         stage = getattr(stage, "value", stage)
         if stage in ("test", "predict") and "test" not in self._datasets:
             raise UserError(self.no_test_split(stage))
-
-    def prepare_data(self) -> None:
-        """Runs before the loggers create anything, so a refused ``test``/``predict`` leaves the run untouched."""
-        if self.trainer is not None:
-            self._require_test_split(self.trainer.state.fn)
-
-    def setup(self, stage: str | None = None) -> None:
-        self._require_test_split(stage)
         self.train_set, self.val_set, self.test_set = (self._datasets.get(n) for n in ("train", "val", "test"))
 
     def workers(self, dataset: Dataset) -> int:
