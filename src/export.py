@@ -4,8 +4,7 @@ returning ``logits`` (N, classes): normalisation is inside. ``labels.json`` and 
 
 import importlib.util
 import json
-import os
-import shutil
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,10 +45,24 @@ def export_model(model: ImageClassifier, output: str | Path, onnx: bool = True, 
     # Batch 2, not 1: torch.export specialises a size of 1 to a constant. Any batch size, 1 included, runs later.
     example = (torch.rand(2, spec.channels, *spec.size),)
     dynamic = {INPUT_NAME: {0: torch.export.Dim("batch")}}
-    partial = output.parent / f".{output.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)  # left by a killed export of a process with the same id
-    partial.mkdir(parents=True)
-    try:
+    spec_json = {
+        "input_name": INPUT_NAME,
+        "shape": ["batch", spec.channels, *spec.size],
+        "channels": spec.channels,
+        "height": spec.size[0],
+        "width": spec.size[1],
+        "dtype": "float32",
+        "range": [0.0, 1.0],
+        "mean": [float(f"{v:.7g}") for v in spec.mean],  # float32 values, printed without float64 noise
+        "std": [float(f"{v:.7g}") for v in spec.std],
+        "normalization": "inside the model: (images - mean) / std; feed [0, 1] pixels, do not normalise again",
+        "output_name": OUTPUT_NAME,
+        "output": "log_probs" if model.hparams.get("loss") == "nll" else "logits",  # softmax: probabilities
+        "tta_hflip": bool(model.hparams.get("tta_hflip")),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.partial-", dir=output.parent) as partial_dir:
+        partial = Path(partial_dir)  # removed on failure; on success renamed to ``output``
         program = torch.export.export(model, example, dynamic_shapes=dynamic)  # the one forward, traced
         if pt2:
             with warnings.catch_warnings():  # about non-contiguous (channels-last) weights; harmless on the CPU
@@ -60,27 +73,10 @@ def export_model(model: ImageClassifier, output: str | Path, onnx: bool = True, 
             exported = torch.onnx.export(program, example, **names, dynamic_shapes=dynamic, dynamo=True, verbose=False)
             exported.save(partial / FILES["onnx"])  # weights over 2 GiB (protobuf's limit) go beside it, .onnx.data
         (partial / FILES["labels"]).write_text(json.dumps(list(model.class_names), indent=1) + "\n")
-        spec_json = {
-            "input_name": INPUT_NAME,
-            "shape": ["batch", spec.channels, *spec.size],
-            "channels": spec.channels,
-            "height": spec.size[0],
-            "width": spec.size[1],
-            "dtype": "float32",
-            "range": [0.0, 1.0],
-            "mean": [float(f"{v:.7g}") for v in spec.mean],  # float32 values, printed without float64 noise
-            "std": [float(f"{v:.7g}") for v in spec.std],
-            "normalization": "inside the model: (images - mean) / std; feed [0, 1] pixels, do not normalise again",
-            "output_name": OUTPUT_NAME,
-            "output": "log_probs" if model.hparams.get("loss") == "nll" else "logits",  # softmax: probabilities
-            "tta_hflip": bool(model.hparams.get("tta_hflip")),
-        }
         (partial / FILES["spec"]).write_text(json.dumps(spec_json, indent=1) + "\n")
         if output.is_dir():
             output.rmdir()  # empty (checked above)
         partial.rename(output)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     kinds = {"onnx_data": f"{FILES['onnx']}.data", **FILES}
     return {kind: output / name for kind, name in kinds.items() if (output / name).is_file()}
 

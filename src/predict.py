@@ -64,25 +64,20 @@ class Predictor:
 
         return cls(OnnxModel(path, providers), device="cpu")  # type: ignore[arg-type]  # duck-typed: see OnnxModel
 
-    def _images(self, images: Images) -> list[tuple[str, torch.Tensor]]:
-        """(source, (C, H, W) tensor) per image; files and PIL images decoded exactly as the CLI does."""
+    def _images(self, images: Images, name: str = "") -> list[tuple[str, torch.Tensor]]:
+        """(source, (C, H, W) tensor) per image, in order; files and PIL images decoded exactly as the CLI does."""
         channels, size = self.model.input_spec.channels, self.model.input_spec.size
-        single = isinstance(images, (str, Path, Image.Image)) or getattr(images, "ndim", 0) in (2, 3)
-        out: list[tuple[str, torch.Tensor]] = []
-        for n, item in enumerate([images] if single else images):
-            if isinstance(item, (str, Path)):
-                out += [(str(path), read_image(path, channels, size)) for path in find_images(item)]
-            elif isinstance(item, Image.Image):
-                out.append((f"<image {n}>", pil_to_uint8(item, channels, size)))
-            elif isinstance(item, (np.ndarray, torch.Tensor)):
-                tensor = torch.from_numpy(np.ascontiguousarray(item)) if isinstance(item, np.ndarray) else item
-                if tensor.dim() == 4:
-                    out += [(f"<array {n}[{i}]>", _array_to_chw(image)) for i, image in enumerate(tensor)]
-                else:
-                    out.append((f"<array {n}>", _array_to_chw(tensor)))
-            else:
-                raise TypeError(f"cannot classify a {type(item).__name__}: give paths, PIL images, arrays or tensors")
-        return out
+        if isinstance(images, (str, Path)):
+            return [(str(path), read_image(path, channels, size)) for path in find_images(images)]
+        if isinstance(images, Image.Image):
+            return [(f"<image{name}>", pil_to_uint8(images, channels, size))]
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(np.ascontiguousarray(images))
+        if isinstance(images, torch.Tensor) and images.dim() != 4:  # 4-D: a batch, like a list
+            return [(f"<array{name}>", _array_to_chw(images))]
+        if not isinstance(images, Iterable):
+            raise TypeError(f"cannot classify a {type(images).__name__}: give paths, PIL images, arrays or tensors")
+        return [item for i, image in enumerate(images) for item in self._images(image, f"{name}[{i}]")]
 
     def probabilities(self, images: Images, batch_size: int = 64) -> torch.Tensor:
         """(N, num_classes) class probabilities, in input order (folders expanded in sorted order)."""
