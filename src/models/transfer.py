@@ -18,7 +18,6 @@ from src.models.classifier import ImageClassifier
 from src.models.networks import flat_size
 from src.models.preprocess import InputSpec
 
-WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 #: The hyper-parameters of a template checkpoint that rebuild its network (no weights, no file).
 SOURCE_KEYS = ("network", "input_shape", "class_names", "input_mean", "input_std")
 
@@ -104,7 +103,7 @@ class TransferNet(nn.Module):
             )
         if weights is None and source is not None:  # restoring: the architecture only, the weights come later
             model, spec = _template_backbone({"hyper_parameters": source}, "--model.network.source")
-        elif weights is not None and (weights.endswith(WEIGHT_FILE_SUFFIXES) or os.sep in weights):
+        elif weights is not None and (weights.endswith((".pth", ".pt", ".ckpt", ".bin")) or os.sep in weights):
             checkpoint = read_checkpoint(weights, "--model.network.weights", template=False)
             if {"state_dict", "hyper_parameters"} <= checkpoint.keys():  # a checkpoint of this template
                 source = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in SOURCE_KEYS}
