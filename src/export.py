@@ -99,9 +99,9 @@ def export_checkpoint(
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m src.train export``: parse the arguments, export, say where the files went."""
-    from jsonargparse import CLI
+    from jsonargparse import auto_cli
 
-    written = CLI(export_checkpoint, args=argv, as_positional=False, prog="python -m src.train export")
+    written = auto_cli(export_checkpoint, args=argv, as_positional=False, prog="python -m src.train export")
     print(f"exported to {written['spec'].parent}: {', '.join(path.name for path in written.values())}")
 
 
