@@ -101,5 +101,6 @@ def save_plot(trainer: Trainer, finder: Any, best: int, run_dir: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     run_dir.mkdir(parents=True, exist_ok=True)
     fig.savefig(run_dir / "lr_find.png", dpi=100, bbox_inches="tight")
-    if isinstance(trainer.logger, TensorBoardLogger):
+    if isinstance(trainer.logger, TensorBoardLogger):  # after the fit closed its writer: flush the one this opens
         trainer.logger.add_figure("lr_find", fig, 0)
+        trainer.logger.experiment.flush()

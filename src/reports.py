@@ -1,6 +1,5 @@
-"""The files an evaluation writes into its run directory: the test report (``test_report.csv``/``.json``, per class
-precision, recall, F1, accuracy and support, ``confusion_matrix.csv``/``.png``) and ``predictions.csv``/``.json``.
-Imported only by ``test`` and ``predict`` runs (and the notebook)."""
+"""The files an evaluation writes into its run directory: ``test_report.csv``/``.json`` (per-class scores),
+``confusion_matrix.csv``/``.png`` and ``predictions.csv``/``.json``. Imported only by ``test`` and ``predict``."""
 
 import csv
 import json

@@ -42,12 +42,9 @@ def fit(trial: optuna.Trial, space: Space, base: list[str]) -> float:
             trainer = super().instantiate_trainer(**kwargs)
             trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor=MONITOR))
             built.append(self)
-            return trainer
-
-        def before_fit(self) -> None:
-            super().before_fit()
-            run, cwd = Path(self.trainer.log_dir).absolute(), Path.cwd()  # relative when under cwd: shorter
+            run, cwd = Path(trainer.log_dir).absolute(), Path.cwd()  # relative when under cwd: shorter
             trial.set_user_attr("run_dir", str(run.relative_to(cwd) if run.is_relative_to(cwd) else run))
+            return trainer
 
     values = {k: getattr(trial, suggest)(k, **kw) for k, (suggest, kw) in space.items()}
     trial.set_user_attr("failure", "interrupted")  # until it says otherwise (a retry has its original's)

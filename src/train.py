@@ -46,9 +46,8 @@ def config_files_first(argv: list[str]) -> list[str]:
         option, value, i = argv[i], None, i + 1
         if option.startswith("--") and "=" not in option and i < len(argv) and not argv[i].startswith("--"):
             value, i = argv[i], i + 1
-        key, _, inline = option.partition("=")
-        given = inline if "=" in option else value
-        is_file = key == "--config" or ("." not in key and re.search(r"\.(ya?ml|json)$", str(given or "")))
+        key, _, inline = option.partition("=")  # a value given inline, or as the next argument
+        is_file = key == "--config" or ("." not in key and re.search(r"\.(ya?ml|json)$", inline or value or ""))
         parts[bool(is_file)].extend([option] if value is None else [option, value])
     return head + parts[True] + parts[False]
 
