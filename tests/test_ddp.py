@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from src.data.digits import DigitsDataModule
@@ -35,44 +36,53 @@ def probe(workdir: Path, rank: int, tag: str) -> dict[str, torch.Tensor]:
     return torch.load(workdir / "probe" / f"rank{rank}_{tag}.pt", weights_only=True)
 
 
-def test_ddp_trains_shards_once_and_reports_the_true_val_accuracy(run_cli, tmp_path: Path) -> None:
+VAL_SPLIT = 129 / (1797 - round(1797 * 0.2))  # 129 of the digits left after the test split
+#: Offline and CPU-sized, as in tests/test_cli.py; the backbone frozen in epoch 0 and unfrozen in epoch 1.
+TRANSFER = ["--model.network.weights=null", "--model.network.input_size=32", f"--data.val_split={VAL_SPLIT}",
+            "--finetuning.strategy=freeze_unfreeze", "--finetuning.unfreeze_at_epoch=1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def transfer_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One two-process fit of transfer.yaml for two whole epochs, which both tests below read (each launch of the two
+    processes costs more than the training)."""
+    workdir = tmp_path_factory.mktemp("ddp")
+    run_ddp(workdir, "transfer.yaml", *TRANSFER, "--trainer.max_epochs=2")
+    return workdir
+
+
+def test_ddp_trains_shards_once_and_reports_the_true_val_accuracy(run_cli, transfer_run: Path) -> None:
     """Two processes: half the steps, one run directory, and a val accuracy that a single process reproduces
     exactly, on a val split of 129 images that does not divide evenly (65 + 64: 2 batches on rank 0, 1 on rank 1)."""
-    pool = 1797 - round(1797 * 0.2)  # digits minus the test split
-    val_split = 129 / pool
-    data = DigitsDataModule(val_split=val_split)
+    data = DigitsDataModule(val_split=VAL_SPLIT)
     data.setup("fit")
     assert len(data.val_set) == 129
     batches = math.ceil(len(data.train_set) / 64)
-    run_ddp(tmp_path, "cnn.yaml", "--trainer.max_epochs=2", f"--data.val_split={val_split}")
 
-    runs = list((tmp_path / "logs" / "cnn").iterdir())
+    runs = list((transfer_run / "logs" / "transfer").iterdir())
     assert len(runs) == 1, "one run directory for both processes"
     run = runs[0]
     assert len(list(run.glob("events.out.tfevents.*"))) == 1 and (run / "config.yaml").is_file()
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 2 * math.ceil(batches / 2), "each process takes half the batches"
     assert len(last["callbacks"]["RngState"]["ranks"]) == 2, "both processes' random states are saved"
-    for name, value in probe(tmp_path, 0, "epoch1").items():
-        assert torch.equal(value, probe(tmp_path, 1, "epoch1")[name]), f"ranks disagree on {name}"
+    for name, value in probe(transfer_run, 0, "epoch1").items():
+        assert torch.equal(value, probe(transfer_run, 1, "epoch1")[name]), f"ranks disagree on {name}"
 
     (state,) = (v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint{'monitor': 'val/acc'"))
     logged_best = float(state["best_model_score"])
-    single = run_cli("validate", "cnn.yaml", f"--data.val_split={val_split}", f"--ckpt_path={state['best_model_path']}")
+    single = run_cli("validate", "transfer.yaml", *TRANSFER, f"--ckpt_path={state['best_model_path']}")
     assert single.trainer.callback_metrics["val/acc"].item() == logged_best
 
 
-def test_ddp_freeze_unfreeze_keeps_every_rank_s_backbone_identical(tmp_path: Path) -> None:
+def test_ddp_freeze_unfreeze_keeps_every_rank_s_backbone_identical(transfer_run: Path) -> None:
     """The backbone unfreezes after DDP has wrapped the model: both processes must still train ONE backbone."""
-    run_ddp(tmp_path, "transfer.yaml", "--model.network.weights=null", "--model.network.input_size=32",
-            "--finetuning.strategy=freeze_unfreeze", "--finetuning.unfreeze_at_epoch=1", "--trainer.max_epochs=2",
-            "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1")  # fmt: skip
-    start, frozen, trained = (probe(tmp_path, 0, tag) for tag in ("start", "epoch0", "epoch1"))
+    start, frozen, trained = (probe(transfer_run, 0, tag) for tag in ("start", "epoch0", "epoch1"))
     backbone = [k for k in start if k.startswith("net.backbone.") and start[k].is_floating_point()]
     weights = [k for k in backbone if "running" not in k]
     assert all(torch.equal(start[k], frozen[k]) for k in backbone), "frozen in epoch 0, BatchNorm statistics too"
     assert any(not torch.equal(frozen[k], trained[k]) for k in weights), "the backbone trains from epoch 1"
-    other = probe(tmp_path, 1, "epoch1")
+    other = probe(transfer_run, 1, "epoch1")
     different = [k for k in trained if not torch.equal(trained[k], other[k])]
     assert not different, f"ranks trained different weights: {different[:5]}"
 
