@@ -7,6 +7,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from src.train import cli_main
 from tests.conftest import CONFIGS, FAST, kill_at_stall
 
 BATCHES, EPOCHS = 5, 3
@@ -39,20 +40,23 @@ def max_weight_difference(a: Path, b: Path) -> float:
     return max((wa[k].double() - wb[k].double()).abs().max().item() for k in wa if wa[k].numel())
 
 
-@pytest.fixture
-def uninterrupted(run_cli, tmp_path: Path) -> Path:
-    """The reference: the same run, never stopped."""
-    return Path(run_cli("fit", "cnn.yaml", f"--trainer.max_epochs={EPOCHS}", *RUN).trainer.log_dir)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: the same run, never stopped (trained once for the three tests that compare with it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("uninterrupted"))
+        cli = cli_main(["fit", "--config", str(CONFIGS / "cnn.yaml"), *FAST, f"--trainer.max_epochs={EPOCHS}", *RUN])
+        return Path(cli.trainer.log_dir).resolve()
 
 
-def test_resume_continues_the_same_run_and_ends_bit_identical(run_cli, uninterrupted: Path, tmp_path: Path) -> None:
+def test_resume_continues_the_same_run_and_ends_bit_identical(run_cli, uninterrupted: Path) -> None:
     first = Path(run_cli("fit", "cnn.yaml", "--trainer.max_epochs=2", *RUN).trainer.log_dir)
     config = (first / "config.yaml").read_bytes()
     last = first / "checkpoints" / "last.ckpt"
     resumed = run_cli("fit", "cnn.yaml", f"--trainer.max_epochs={EPOCHS}", *RUN, f"--ckpt_path={last}")
 
     assert Path(resumed.trainer.log_dir) == first, "a resumed run continues in its own directory"
-    assert sorted(p.name for p in first.parent.iterdir()) == sorted([uninterrupted.name, first.name])
+    assert [p.name for p in first.parent.iterdir()] == [first.name], "and makes no other"
     assert (first / "config.yaml").read_bytes() == config, "the run's config is kept"
     resume_config = yaml.safe_load((first / "resume_config.yaml").read_text())  # the resume's own settings, but
     assert resume_config["trainer"]["max_epochs"] == EPOCHS and resume_config["ckpt_path"] is None  # no checkpoint
