@@ -36,16 +36,17 @@ def probe(workdir: Path, rank: int, tag: str) -> dict[str, torch.Tensor]:
     return torch.load(workdir / "probe" / f"rank{rank}_{tag}.pt", weights_only=True)
 
 
-VAL_SPLIT = 129 / (1797 - round(1797 * 0.2))  # 129 of the digits left after the test split
-#: Offline and CPU-sized, as in tests/test_cli.py; the backbone frozen in epoch 0 and unfrozen in epoch 1.
-TRANSFER = ["--model.network.weights=null", "--model.network.input_size=32", f"--data.val_split={VAL_SPLIT}",
-            "--finetuning.strategy=freeze_unfreeze", "--finetuning.unfreeze_at_epoch=1"]  # fmt: skip
+#: Of the 1,797 digits, a 3/4 test split leaves 449: 129 for validation and 320 (5 batches) for training.
+SPLITS = {"test_split": 0.75, "val_split": 129 / 449}
+#: Offline, 16 px (ResNet-18 downsamples that to 1 px by its third stage); the backbone frozen in epoch 0 only.
+TRANSFER = ["--model.network.weights=null", "--model.network.input_size=16", "--finetuning.strategy=freeze_unfreeze",
+            "--finetuning.unfreeze_at_epoch=1", *(f"--data.{k}={v}" for k, v in SPLITS.items())]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def transfer_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One two-process fit of transfer.yaml for two whole epochs, which both tests below read (each launch of the two
-    processes costs more than the training)."""
+    processes costs more than this training)."""
     workdir = tmp_path_factory.mktemp("ddp")
     run_ddp(workdir, "transfer.yaml", *TRANSFER, "--trainer.max_epochs=2")
     return workdir
@@ -54,10 +55,11 @@ def transfer_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_ddp_trains_shards_once_and_reports_the_true_val_accuracy(run_cli, transfer_run: Path) -> None:
     """Two processes: half the steps, one run directory, and a val accuracy that a single process reproduces
     exactly, on a val split of 129 images that does not divide evenly (65 + 64: 2 batches on rank 0, 1 on rank 1)."""
-    data = DigitsDataModule(val_split=VAL_SPLIT)
+    data = DigitsDataModule(**SPLITS)
     data.setup("fit")
     assert len(data.val_set) == 129
     batches = math.ceil(len(data.train_set) / 64)
+    assert batches == 5
 
     runs = list((transfer_run / "logs" / "transfer").iterdir())
     assert len(runs) == 1, "one run directory for both processes"
