@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from src.callbacks.evaluation import check_top_k
+from src.data.arrays import channels_first
 from src.data.files import find_images, pil_to_uint8, read_image
 from src.models.classifier import ImageClassifier, probabilities
 
@@ -31,18 +32,6 @@ class Prediction:
     @property
     def label(self) -> str:
         return self.classes[0]
-
-
-def _array_to_chw(x: torch.Tensor) -> torch.Tensor:
-    """(H, W), (H, W, C) or (C, H, W) -> (C, H, W); uint16 -> [0, 1] floats (uint8 and floats pass through)."""
-    x = x.unsqueeze(0) if x.dim() == 2 else x
-    if x.dim() == 3 and x.shape[-1] in (1, 2, 3, 4) and x.shape[0] not in (1, 2, 3, 4):
-        x = x.permute(2, 0, 1)
-    if x.dim() != 3:
-        raise ValueError(f"an image must be (H, W), (H, W, C) or (C, H, W), got shape {tuple(x.shape)}")
-    if x.dtype in (torch.uint16, torch.int32):
-        return x.float() / 65535
-    return x if x.dtype == torch.uint8 else x.float()
 
 
 class Predictor:
@@ -74,7 +63,11 @@ class Predictor:
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(np.ascontiguousarray(images))
         if isinstance(images, torch.Tensor) and images.dim() != 4:  # 4-D: a batch, like a list
-            return [(f"<array{name}>", _array_to_chw(images))]
+            image = channels_first(images[None], range(1, 5))  # (H, W), (H, W, C) or (C, H, W) as a batch of one
+            if image is None:
+                raise ValueError(f"an image must be (H, W), (H, W, C) or (C, H, W), got shape {tuple(images.shape)}")
+            scale = 65535 if image.dtype in (torch.uint16, torch.int32) else 1  # uint8 passes, floats are [0, 1]
+            return [(f"<array{name}>", image[0] if image.dtype == torch.uint8 else image[0].float() / scale)]
         if not isinstance(images, Iterable):
             raise TypeError(f"cannot classify a {type(images).__name__}: give paths, PIL images, arrays or tensors")
         return [item for i, image in enumerate(images) for item in self._images(image, f"{name}[{i}]")]

@@ -1,6 +1,7 @@
 """Images and labels from ``.npz`` or ``.h5``/``.hdf5`` files: (N, H, W), (N, H, W, C) or (N, C, H, W), uint8 or
 floats in [0, 1] (other integers within 0..255); values a cast would clip or wrap are refused with the fix."""
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,14 @@ def read_arrays(path: Path, images_key: str, labels_key: str) -> tuple[torch.Ten
     return to_uint8_nchw(images, path), torch.from_numpy(labels.astype(np.int64)).flatten(), names
 
 
+def channels_first(images: torch.Tensor, channels: Sequence[int]) -> torch.Tensor | None:
+    """(N, H, W), (N, H, W, C) or (N, C, H, W) -> (N, C, H, W), or None for other shapes; C is one of ``channels``."""
+    x = images.unsqueeze(1) if images.dim() == 3 else images
+    if x.dim() == 4 and x.shape[-1] in channels and x.shape[1] not in channels:
+        x = x.permute(0, 3, 1, 2)
+    return x if x.dim() == 4 and x.shape[1] in channels else None
+
+
 def to_uint8_nchw(images: np.ndarray, path: Path) -> torch.Tensor:
     dtype, floats = images.dtype, np.issubdtype(images.dtype, np.floating)
     if floats and not np.isfinite(images).all():
@@ -57,12 +66,8 @@ def to_uint8_nchw(images: np.ndarray, path: Path) -> torch.Tensor:
         )
     if not floats and not np.issubdtype(dtype, np.integer):
         raise UserError(f"{path}: images of dtype {dtype}; store them as uint8 (0..255) or floats in [0, 1].")
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    elif x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.permute(0, 3, 1, 2)
-    if x.dim() != 4 or x.shape[1] not in (1, 3):
+    x = channels_first(torch.from_numpy(np.ascontiguousarray(images)), (1, 3))
+    if x is None:
         raise UserError(f"{path}: images of shape {tuple(images.shape)}; expected (N,H,W), (N,H,W,C) or (N,C,H,W).")
     return ((x * 255).round() if floats else x).to(torch.uint8).contiguous()
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import find_classes
+from torchvision.datasets.folder import find_classes, make_dataset
 
 from src.data.base import ImageDataModule, TensorImages
 from src.data.files import IMAGE_SUFFIXES, ImageFiles, open_header, read_all, read_image
@@ -54,21 +54,18 @@ class ImageFolderDataModule(ImageDataModule):
 
     @cached_property
     def _listed(self) -> dict[str, tuple[list[Path], torch.Tensor]]:
-        """Sorted files and labels of each root (``train``/``val``/``test``, or ``all``)."""
+        """Sorted files and labels of each root (``train``/``val``/``test``, or ``all``), as torchvision lists them."""
         roots = {name: self.root / name for name in ("train", "val", "test") if (self.root / name).is_dir()}
-        listed = {}
+        listed, index = {}, {name: label for label, name in enumerate(self.class_names)}
         for name, root in (roots if "train" in roots else {"all": self.root}).items():
-            paths, labels = [], []
-            for label, class_name in enumerate(self.class_names):
-                files = sorted(p for p in (root / class_name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-                if not files:
-                    raise UserError(
-                        f"class folder {root / class_name} has no images ({', '.join(IMAGE_SUFFIXES)}): add images "
-                        "to it, or remove the folder."
-                    )
-                paths += files
-                labels += [label] * len(files)
-            listed[name] = (paths, torch.tensor(labels))
+            files = make_dataset(root, index, IMAGE_SUFFIXES, allow_empty=True)
+            empty = sorted(set(index) - {self.class_names[label] for _, label in files})
+            if empty:
+                raise UserError(
+                    f"class folder {root / empty[0]} has no images ({', '.join(IMAGE_SUFFIXES)}): add images "
+                    "to it, or remove the folder."
+                )
+            listed[name] = ([Path(path) for path, _ in files], torch.tensor([label for _, label in files]))
         return listed
 
     @cached_property

@@ -9,6 +9,7 @@ import torch
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity, extract_archive
 
+from src.data.arrays import channels_first
 from src.data.base import ImageDataModule
 from src.errors import UserError
 
@@ -75,9 +76,7 @@ class TorchvisionDataModule(ImageDataModule):
 
     def to_tensors(self, dataset: datasets.VisionDataset) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (N, C, H, W) images (MNIST's are (N, H, W), CIFAR's (N, H, W, C))."""
-        images = torch.as_tensor(dataset.data)
-        images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2).contiguous()
-        return images, torch.as_tensor(dataset.targets)
+        return channels_first(torch.as_tensor(dataset.data), (1, 3)).contiguous(), torch.as_tensor(dataset.targets)
 
 
 class MNISTDataModule(TorchvisionDataModule):
