@@ -1,5 +1,8 @@
-"""What ``test`` and ``predict`` write: the test report and the prediction files, from all processes, once."""
+"""What ``test`` and ``predict`` write into the run directory, from all processes, once: ``test_report.csv``/``.json``
+(per-class scores), ``confusion_matrix.csv``/``.png`` and ``predictions.csv``/``.json``."""
 
+import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -8,8 +11,12 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from src.callbacks.dashboard import confusion_figure
 from src.distributed import gather_objects
 from src.errors import UserError
+
+#: The report's columns after the class name, and their widths in the printed table.
+COLUMNS, WIDTHS = ("precision", "recall", "f1", "accuracy", "support"), (9, 6, 6, 8, 7)
 
 
 def check_top_k(top_k: int, class_names: Sequence[str]) -> None:
@@ -18,6 +25,60 @@ def check_top_k(top_k: int, class_names: Sequence[str]) -> None:
         raise UserError(
             f"--predictions.top_k {top_k}: the model knows {len(class_names)} classes; use 1..{len(class_names)}."
         )
+
+
+def cell(value: Any, width: int = 0) -> str:
+    """A table or CSV cell: floats with 4 decimals."""
+    return f"{value:>{width}.4f}" if isinstance(value, float) else f"{value:>{width}}"
+
+
+def write_csv(path: Path, rows: Sequence[Sequence[Any]]) -> None:
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([*map(cell, row)] for row in rows)
+
+
+def classification_report(confusion: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
+    """Per-class precision, recall, F1, accuracy (= recall: correct / images of the class) and support from a
+    confusion matrix with true classes as rows; a class never predicted has precision 0 (as scikit-learn's)."""
+    counts = confusion.double().cpu()
+    correct, support, predicted = counts.diag(), counts.sum(1), counts.sum(0)
+    precision, recall = correct / predicted.clamp(min=1), correct / support.clamp(min=1)  # 0 where nothing counted
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    classes = [
+        {"class": name, "precision": p, "recall": r, "f1": f, "accuracy": r, "support": int(s)}
+        for name, p, r, f, s in zip(class_names, *(t.tolist() for t in (precision, recall, f1, support)), strict=True)
+    ]
+    total, scores = int(support.sum()), {"f1": f1, "precision": precision, "recall": recall}
+    macro = {f"macro_{name}": float(values.mean()) for name, values in scores.items()}
+    return {"classes": classes, "accuracy": float(correct.sum() / max(total, 1)), **macro, "support": total}
+
+
+def table_rows(report: dict[str, Any]) -> list[list[Any]]:
+    """The header, one row per class and the macro averages: the printed table's and the CSV's rows."""
+    macro = [report[f"macro_{k}"] for k in COLUMNS[:3]]
+    rows = [[c["class"], *(c[k] for k in COLUMNS)] for c in report["classes"]]
+    return [["class", *COLUMNS], *rows, ["macro avg", *macro, "", report["support"]]]
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as the table ``test`` prints (4 decimals, as in the CSV)."""
+    width = max(12, *(len(c["class"]) for c in report["classes"]))
+    lines = ["  ".join([f"{name:<{width}}", *map(cell, row, WIDTHS)]) for name, *row in table_rows(report)]
+    return "\n".join([*lines, f"overall accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}"])
+
+
+def write_report(run_dir: Path, confusion: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
+    """Write the four report files into ``run_dir``; return the report."""
+    report = classification_report(confusion, class_names)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    overall = ["overall", "", "", "", f"{report['accuracy']:.4f}", report["support"]]
+    write_csv(run_dir / "test_report.csv", [*table_rows(report), overall])
+    (run_dir / "test_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    matrix = [[name, *row] for name, row in zip(class_names, confusion.long().tolist(), strict=True)]
+    write_csv(run_dir / "confusion_matrix.csv", [["true \\ predicted", *class_names], *matrix])
+    figure = confusion_figure(confusion, class_names, f"test: accuracy {report['accuracy']:.4f}")
+    figure.savefig(run_dir / "confusion_matrix.png")
+    return report
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -40,25 +101,32 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
     ) -> None:
-        """Rows ``{index: (probs, target)}`` from all processes (a sampler may repeat an index to even out ranks)."""
+        """Rows from all processes, by index (a sampler may repeat an index to even out ranks)."""
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        indices_per_batch = batch_indices[0] if batch_indices and isinstance(batch_indices[0], list) else batch_indices
-        probs = torch.cat([b["probs"] for b in batches]).cpu()
-        if batches and "index" in batches[0]:  # files: the dataset says which file each row is
+        values, classes = torch.cat([b["probs"] for b in batches]).float().cpu().topk(self.top_k, dim=1)
+        if "index" in batches[0]:  # files: the dataset says which file each row is
             indices = torch.cat([b["index"] for b in batches]).tolist()
-        else:
-            indices = [i for batch in indices_per_batch for i in batch] or list(range(len(probs)))
-        targets = torch.cat([b["target"] for b in batches]).tolist() if batches and "target" in batches[0] else None
-        part = list(zip(indices, probs, targets or [None] * len(indices), strict=True))
-        gathered = [row for rank in gather_objects(part) for row in rank]  # every rank: a collective
-        rows = {i: (p, t) for i, p, t in sorted(gathered, key=lambda row: row[0])}
+        else:  # one list of batches per dataloader
+            indices = [i for loader in batch_indices for batch in loader for i in batch] or list(range(len(classes)))
+        targets = torch.cat([b["target"] for b in batches]).tolist() if "target" in batches[0] else [None] * len(values)
+        part = zip(indices, targets, classes.tolist(), values.tolist(), strict=True)
+        rows = {row[0]: row for rank in gather_objects(list(part)) for row in rank}  # every rank: a collective
         out_dir = Path(self.output_dir) if self.output_dir else Path(trainer.log_dir or ".")  # broadcasts
         if not trainer.is_global_zero:
             return
-        from src.reports import write_predictions  # only a predict run writes them
-
-        paths = getattr(trainer.datamodule, "paths", None)
-        self.path = write_predictions(rows, out_dir, pl_module.class_names, self.top_k, paths)
+        names, paths, records = pl_module.class_names, getattr(trainer.datamodule, "paths", None), []
+        for index, target, top, probs in (rows[i] for i in sorted(rows)):
+            record = {"path": str(paths[index])} if paths is not None else {"index": index}
+            if paths is None and target is not None:
+                record["target"] = names[target]
+            for k, (c, p) in enumerate(zip(top, probs, strict=True), 1):  # most probable first
+                record[f"top{k}"], record[f"top{k}_prob"] = names[c], p
+            records.append(record)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = out_dir / "predictions.csv"
+        write_csv(self.path, [list(records[0]), *(r.values() for r in records)])
+        (out_dir / "predictions.json").write_text(json.dumps(records, indent=1) + "\n")
+        print(f"Wrote {len(records)} predictions to {self.path} and predictions.json")
 
 
 class TestReport(Callback):
@@ -74,11 +142,8 @@ class TestReport(Callback):
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.enabled:
             return
-        confusion = pl_module.test_confusion.compute()  # every rank: a synchronising collective
+        confusion = pl_module.confusion.compute()  # every rank: a synchronising collective
         run_dir = Path(trainer.log_dir or ".")  # every rank: trainer.log_dir broadcasts
-        if not trainer.is_global_zero:
-            return
-        from src.reports import format_report, write_report  # only a test run writes them
-
-        report = write_report(run_dir, confusion, pl_module.class_names)
-        print(f"\n{format_report(report)}\nreport: {run_dir / 'test_report.csv'} (and .json, confusion_matrix.*)")
+        if trainer.is_global_zero:
+            report = write_report(run_dir, confusion, pl_module.class_names)
+            print(f"\n{format_report(report)}\nreport: {run_dir / 'test_report.csv'} (and .json, confusion_matrix.*)")
