@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from src.errors import UserError
-from src.models.classifier import ImageClassifier
+from src.models.classifier import ImageClassifier, per_class_accuracy
 from src.models.networks import FullyConnected, SimpleCNN
 
 NAMES = ["cat", "dog", "T-shirt/top"]
@@ -28,8 +28,8 @@ def test_nll_head_gives_log_probabilities_and_same_loss_as_cross_entropy() -> No
 def test_per_class_accuracy_is_named_by_class() -> None:
     model = make()
     logits = torch.tensor([[9.0, 0, 0], [0, 9.0, 0], [9.0, 0, 0], [0, 0, 9.0]])
-    model.val_acc_per_class.update(logits, torch.tensor([0, 1, 1, 2]))
-    result = {k: v.item() for k, v in model.val_acc_per_class.compute().items()}
+    model.confusion.update(logits, torch.tensor([0, 1, 1, 2]))
+    result = {k: v.item() for k, v in per_class_accuracy(model.confusion.compute(), NAMES, "val").items()}
     assert result == {"val/acc_per_class/cat": 1.0, "val/acc_per_class/dog": 0.5, "val/acc_per_class/T-shirt/top": 1.0}
 
 

@@ -102,7 +102,7 @@ class Dashboard(Callback):
     def _end(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self._draws(trainer):
             return
-        confusion = getattr(pl_module, f"{stage}_confusion").compute()  # every rank: synchronising collectives
+        confusion = pl_module.confusion.compute()  # every rank: synchronising collectives
         mistakes = most_confident(gather_objects(self.mistakes), self.keep)  # every rank: a collective
         if (logger := self._logger(trainer)) is None:
             return

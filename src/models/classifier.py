@@ -2,7 +2,6 @@
 that training, evaluation, ``Predictor`` and export run. Networks only map images to logits (``networks.py``)."""
 
 import copy
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +14,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
-from torchmetrics.wrappers import ClasswiseWrapper
 
 from src.errors import UserError
 from src.models.networks import InitScheme, NetworkFactory, SimpleCNN, check_network, init_weights, param_groups
@@ -29,6 +27,12 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 def probabilities(out: torch.Tensor) -> torch.Tensor:
     """Class probabilities from the model's output: logits, or the log-probabilities of ``loss='nll'``."""
     return F.softmax(out.detach().float(), dim=1)
+
+
+def per_class_accuracy(confusion: torch.Tensor, class_names: Sequence[str], stage: str) -> dict[str, torch.Tensor]:
+    """``<stage>/acc_per_class/<class>`` of a confusion matrix with true classes as rows (a class never seen: 0)."""
+    recall = confusion.diag() / confusion.sum(1).clamp(min=1)
+    return {f"{stage}/acc_per_class/{name}": value for name, value in zip(class_names, recall, strict=True)}
 
 
 class ImageClassifier(LightningModule):
@@ -97,17 +101,12 @@ class ImageClassifier(LightningModule):
             self.configure_optimizers(steps=100)
         except (ValueError, TypeError) as err:
             raise UserError(f"--model.optimizer / --model.scheduler: {err}") from None
-        # One metric object per stage (states must never mix); no NaN filtering: a diverged loss must show as NaN.
-        self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(3))
-        self.train_acc, self.val_acc, self.test_acc = (
-            MulticlassAccuracy(num_classes, average="micro") for _ in range(3)
-        )
-        self.val_acc_per_class, self.test_acc_per_class = (
-            ClasswiseWrapper(MulticlassAccuracy(num_classes, average=None), self.class_names, f"{stage}/acc_per_class/")
-            for stage in ("val", "test")
-        )
-        # Synchronised across processes on compute(); read by the report and dashboard callbacks.
-        self.val_confusion, self.test_confusion = (MulticlassConfusionMatrix(num_classes) for _ in range(2))
+        # Validation runs inside a training epoch, so their states are apart; a test never overlaps a validation, so
+        # they share theirs. No NaN filtering: a diverged loss must show as NaN.
+        self.train_loss, self.eval_loss = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # The validation or test epoch's, synchronised on compute(): its accuracies, the report and the dashboard.
+        self.confusion = MulticlassConfusionMatrix(num_classes)
         # Kept in checkpoints (torchmetrics states are not by default): a resumed run remembers its best epoch.
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)
@@ -174,40 +173,30 @@ class ImageClassifier(LightningModule):
         self.log("train/acc", self.train_acc)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._evaluate("val", batch)
-
-    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._evaluate("test", batch)
-
-    def _evaluate(self, stage: str, batch: Batch) -> dict[str, torch.Tensor]:
-        """Accumulates the stage's metrics over the epoch; the probabilities are for callbacks (the dashboard)."""
+        """Also ``test_step``: the epoch's metrics; the probabilities are for callbacks (the dashboard)."""
         out, y = self(batch[0]), batch[1]
-        mean_loss, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        mean_loss(self.criterion(out, y))
-        acc(out, y)
-        getattr(self, f"{stage}_acc_per_class").update(out, y)
-        getattr(self, f"{stage}_confusion").update(out, y)
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        stage = "test" if self.trainer.testing else "val"
+        self.eval_loss.update(self.criterion(out, y))
+        self.confusion.update(out, y)
+        self.log(f"{stage}/loss", self.eval_loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return {"probs": probabilities(out)}
 
     def on_validation_epoch_start(self) -> None:
-        self.val_confusion.reset()  # also before the sanity check's batches
-
-    def on_test_epoch_start(self) -> None:
-        self.test_confusion.reset()
+        self.confusion.reset()  # also before the sanity check's batches
 
     def on_validation_epoch_end(self) -> None:
-        """The best accuracy so far (not of the sanity check's few batches) and the per-class breakdown."""
-        if not self.trainer.sanity_checking:
-            self.val_acc_best(self.val_acc.compute())
+        """The accuracies from the confusion matrix (alike on every rank), and the best validation accuracy so far
+        (not of the sanity check's few batches)."""
+        stage, confusion = "test" if self.trainer.testing else "val", self.confusion.compute()
+        accuracy = confusion.diag().sum() / confusion.sum().clamp(min=1)
+        self.log(f"{stage}/acc", accuracy, prog_bar=stage == "val", sync_dist=True, reduce_fx="max")
+        self.log_dict(per_class_accuracy(confusion, self.class_names, stage), sync_dist=True, reduce_fx="max")
+        if stage == "val" and not self.trainer.sanity_checking:
+            self.val_acc_best(accuracy)
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True, reduce_fx="max")
-        self.log_dict(self.val_acc_per_class.compute(), sync_dist=True, reduce_fx="max")  # max: the same on every rank
-        self.val_acc_per_class.reset()
 
-    def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_acc_per_class.compute(), sync_dist=True, reduce_fx="max")
-        self.test_acc_per_class.reset()
+    test_step, on_test_epoch_start = validation_step, on_validation_epoch_start
+    on_test_epoch_end = on_validation_epoch_end
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         """Probabilities of images, ``(images, targets)`` or files' ``{"image", "index"}``: targets, index passed on."""
@@ -234,9 +223,14 @@ class ImageClassifier(LightningModule):
             group["lr"] *= group.pop("lr_multiplier", 1.0)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        interval = hparams.get("scheduler_interval", "epoch")
-        scheduler = {"scheduler": self._scheduler(optimizer, steps), "interval": interval, "monitor": "val/loss"}
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        interval, length = hparams.get("scheduler_interval", "epoch"), {}
+        if self.scheduler_spans_run:  # it gets its length (only then are the trainer and its run length needed)
+            if steps is None:
+                self.check_run_length(self.trainer.max_epochs, self.trainer.max_steps)
+                steps = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+            length = {"total_steps": int(steps)}
+        scheduler = {"scheduler": self.scheduler_factory(optimizer, **length), "interval": interval}
+        return {"optimizer": optimizer, "lr_scheduler": {**scheduler, "monitor": "val/loss"}}
 
     @property
     def scheduler_spans_run(self) -> bool:
@@ -253,14 +247,3 @@ class ImageClassifier(LightningModule):
                 f"and --trainer.max_steps {max_steps} set no end: set --trainer.max_epochs (or max_steps, with "
                 "--model.scheduler_interval step), or give --model.scheduler.total_steps"
             )
-
-    def _scheduler(self, optimizer: torch.optim.Optimizer, steps: float | None) -> Any:
-        """One spanning the run gets its length (only then are the trainer and its run length needed)."""
-        if not self.scheduler_spans_run:
-            return self.scheduler_factory(optimizer)
-        if steps is None:
-            by_step = self.hparams.get("scheduler_interval") == "step"
-            steps = self.trainer.estimated_stepping_batches if by_step else self.trainer.max_epochs
-        if steps is None or not math.isfinite(steps) or steps < 1:
-            self.check_run_length(-1, -1)
-        return self.scheduler_factory(optimizer, total_steps=int(steps))
