@@ -65,8 +65,8 @@ def test_streaming_gives_the_same_images_statistics_and_batches(image_folder: Pa
     stream = ImageFolderDataModule(data_dir=str(image_folder), image_size=16, in_memory=False)
     memory.setup("fit")
     stream.setup("fit")
-    assert isinstance(stream.train_set, ImageFiles) and stream.workers(stream.train_set) >= 1
-    assert memory.workers(memory.train_set) == 0  # in-memory batches are one index: workers only add copies
+    assert isinstance(stream.train_set, ImageFiles) and stream.train_dataloader().num_workers >= 1
+    assert memory.train_dataloader().num_workers == 0  # in-memory batches are one index: workers only add copies
     assert (stream.mean, stream.std) == (memory.mean, memory.std)  # small folder: the sample is every image
     for a, b in zip(memory.val_dataloader(), stream.val_dataloader(), strict=True):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

@@ -117,17 +117,15 @@ class ImageDataModule(LightningDataModule):
         more splits the kept part is cut into later (a class then needs one image more)."""
         check_fraction(option, fraction, 0.1)
         labels = torch.as_tensor(labels).long()
-        names, counts = getattr(self, "class_names", None) or [], torch.bincount(labels)
-        present = counts.nonzero().flatten().tolist()
-        for c in present:
+        counts = torch.bincount(labels)
+        for c in counts.nonzero().flatten().tolist():
             if counts[c] < 2 + reserve:  # one image of every class in every split
-                name = names[c] if c < len(names) else str(c)
                 raise UserError(
-                    f"class {name!r} has {int(counts[c])} image(s), too few to split by {option} {fraction}: a "
-                    f"stratified split needs at least {2 + reserve} per class (one per split). Add images of "
-                    f"{name!r}, or leave that class out."
+                    f"class {self.class_names[c]!r} has {int(counts[c])} image(s), too few to split by {option} "
+                    f"{fraction}: a stratified split needs at least {2 + reserve} per class (one per split). Add "
+                    f"images of {self.class_names[c]!r}, or leave that class out."
                 )
-        n, k = len(labels), len(present)
+        n, k = len(labels), int(counts.count_nonzero())
         held = ceil(round(fraction * n, 6))  # rounded first: 0.07 of 100 images is 7, not 8
         if held < k or n - held < k:
             side, count = ("holds out", held) if held < k else ("keeps", n - held)
@@ -173,28 +171,21 @@ class ImageDataModule(LightningDataModule):
             raise UserError(self.no_test_split(stage))
         self.train_set, self.val_set, self.test_set = (self._datasets.get(n) for n in ("train", "val", "test"))
 
-    def workers(self, dataset: Dataset) -> int:
-        """``num_workers``, with ``auto`` resolved: in-memory batches are one index, workers would only copy."""
-        if self.num_workers != "auto":
-            return self.num_workers
-        if isinstance(dataset, TensorDataset):
-            return 0
-        return suggested_max_num_workers(self.trainer.num_devices if self.trainer is not None else 1)
-
     def _loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
         """Lightning's ``DistributedSampler`` shards training under DDP; evaluation counts every image once."""
         assert dataset is not None, "setup() has not built this split"
-        dataset = self._device_copy(dataset)
-        workers = self.workers(dataset)
+        dataset, trainer, workers = self._device_copy(dataset), self.trainer, self.num_workers
+        in_memory = isinstance(dataset, TensorImages)
+        if workers == "auto":  # in-memory batches are one index: workers would only copy them
+            workers = 0 if in_memory else suggested_max_num_workers(trainer.num_devices if trainer is not None else 1)
+        if in_memory and workers == 0:  # Lightning's "not many workers" hint is about per-sample loading
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # Persistent workers skip the per-epoch seed draw (shuffles would differ): by default only where spawning.
         method = mp.get_start_method(allow_none=True) or mp.get_all_start_methods()[0]
         keep = (method != "fork" if self.persistent_workers is None else self.persistent_workers) and workers > 0
-        sampler, trainer = None, self.trainer
+        sampler = None
         if not shuffle and trainer is not None and trainer.world_size > 1:
             sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
-        in_memory = isinstance(dataset, TensorImages)
-        if in_memory and workers == 0:  # Lightning's "not many workers" hint is about per-sample loading
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         pin = self.pin_memory and not (in_memory and dataset.tensors[0].device.type != "cpu")
         options = dict(num_workers=workers, collate_fn=default_convert if in_memory else None, pin_memory=pin)
         # Keywords, not positions: Lightning re-creates the loader with its own sampler under DDP.
@@ -220,8 +211,7 @@ class ImageDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set)  # in order: prediction writers get each batch's indices from Lightning
+    predict_dataloader = test_dataloader  # in order: prediction writers get each batch's indices from Lightning
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augments training (images, labels) batches only; Lightning also passes the example input here."""

@@ -45,7 +45,7 @@ def read_image(path: Path | str, channels: int, size: tuple[int, int] | None) ->
 def find_images(path: str | Path) -> list[Path]:
     """Image files at ``path``: one file, a folder (recursively, as glob's ``**``: hidden files left out) or a glob
     pattern, sorted; other files are skipped with one warning listing them."""
-    text, suffixes = str(path), ", ".join(IMAGE_SUFFIXES)
+    text = str(path)
     if not any(ch in text for ch in "*?[") and not Path(text).exists():
         raise UserError(f"--data.path {text}: no such file or folder. Give an image, a folder or a glob ('x/*.png').")
     pattern = str(Path(text) / "**") if Path(text).is_dir() else text  # a file's own path matches just that file
@@ -53,12 +53,10 @@ def find_images(path: str | Path) -> list[Path]:
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     skipped = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
     if skipped:
-        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        rank_zero_warn(
-            f"skipping {len(skipped)} file(s) that are not images: {', '.join(map(str, skipped[:10]))}{more}"
-        )
+        listed = ", ".join(map(str, skipped[:10])) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        rank_zero_warn(f"skipping {len(skipped)} file(s) that are not images: {listed}")
     if not images:
-        raise UserError(f"--data.path {text}: no image files found ({suffixes}).")
+        raise UserError(f"--data.path {text}: no image files found ({', '.join(IMAGE_SUFFIXES)}).")
     return images
 
 
