@@ -20,8 +20,7 @@ HPARAM_METRICS = ("val/acc_best", "test/acc")
 #: Keys that are not hyper-parameters a person compares runs by (internal, paths, statistics, loader plumbing).
 SKIP = {
     "class_names", "input_mean", "input_std", "data_dir", "path", "test_path", "num_workers", "pin_memory",
-    "persistent_workers", "download", "in_memory", "skip_corrupt", "images_key", "labels_key", "label_names",
-    "source", "logger", "callbacks", "default_root_dir", "enable_progress_bar", "enable_model_summary",
+    "persistent_workers", "download", "in_memory", "skip_corrupt", "images_key", "labels_key", "label_names", "source",
     "capturable", "differentiable", "maximize", "foreach", "fused", "last_epoch",  # optimiser/scheduler plumbing
 }  # fmt: skip
 
@@ -56,9 +55,16 @@ class RunConfig(SaveConfigCallback):
     ``--config``, it must never decide which weights are evaluated."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Also the HPARAMS table of a fit, from the whole config (data, finetuning, epochs, seed)."""
         stage = getattr(stage, "value", stage)  # Lightning passes a str enum
         if stage != "fit":
             self.config_filename, self.overwrite = f"{stage}_config.yaml", True
+        elif isinstance(trainer.logger, TensorBoardLogger):
+            config = self.config.as_dict()
+            knobs = {k: config["trainer"].get(k) for k in ("max_epochs", "precision", "accumulate_grad_batches")}
+            finetuning = config.get("finetuning") if hasattr(pl_module.net, "backbone") else None
+            sections = {"data": config["data"], "finetuning": finetuning, "seed": config.get("seed_everything")}
+            trainer.logger.hparams_table = readable_hparams({**config["model"], **sections, "trainer": knobs})
         if self.config.get("ckpt_path") is not None:
             self.config = self.config.clone()
             self.config.ckpt_path = None
@@ -67,9 +73,8 @@ class RunConfig(SaveConfigCallback):
 
 def check_writable(save_dir: str) -> None:
     """A logs folder that cannot be written fails now, in one line, not after the data is prepared."""
-    existing = Path(save_dir).absolute()
-    while not existing.exists():
-        existing = existing.parent
+    path = Path(save_dir).absolute()
+    existing = next(folder for folder in (path, *path.parents) if folder.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         problem = "is a file" if not existing.is_dir() else "is not writable"
         raise UserError(
@@ -92,7 +97,6 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         """
         kwargs.setdefault("default_hp_metric", False)
         super().__init__(os.path.realpath(save_dir), name=name, version=version, purge_step=purge_step, **kwargs)
-        self.table_written = False
         #: The HPARAMS table's rows; ``None``: made from what Lightning logs (the model's and data's hparams).
         self.hparams_table: dict[str, Any] | None = None
         #: The step everything is logged at when set: an evaluation of a checkpoint logs at that checkpoint's step.
@@ -116,9 +120,8 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         """``hparams.yaml`` gets everything; the HPARAMS table the readable knobs, once per run directory."""
         params = vars(params) if isinstance(params, Namespace) else dict(params)
         self.hparams.update(params)
-        if self.table_written or os.path.isfile(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)):
-            return  # this run already has its table (set by the CLI from the full config, or by training)
-        self.table_written = True
+        if os.path.isfile(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)):
+            return  # this run has its table already: Lightning saves hparams.yaml right after this call
         table = self.hparams_table if self.hparams_table is not None else readable_hparams(params)
         for summary in hparams(table, dict.fromkeys(HPARAM_METRICS, 0.0)):
             self.experiment.file_writer.add_summary(summary)  # add_hparams would open a second run folder

@@ -3,7 +3,6 @@ that holds up on a log-spaced ladder, the flag to paste and the plot. Imported o
 
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
 from lightning import LightningDataModule, LightningModule, Trainer
@@ -49,7 +48,8 @@ def paste_flag(model: LightningModule, lr: float) -> str:
 
 def range_test(trainer: Trainer, model: LightningModule, datamodule: LightningDataModule | None, min_lr: float,
                max_lr: float, num_training: int, mode: str, early_stop_threshold: float | None) -> float:  # fmt: skip
-    """``ClassifierTrainer.lr_find``: run Lightning's range test, print the suggestion and the flag, save the plot."""
+    """``ClassifierTrainer.lr_find``: run Lightning's range test, print the suggestion and the flag, save the plot
+    (``lr_find.png``, with the suggestion marked; the same figure in TensorBoard)."""
     if not 0 < min_lr < max_lr:  # checked before any run directory exists
         raise UserError(f"--min_lr {min_lr} and --max_lr {max_lr}: need 0 < min_lr < max_lr, e.g. 1e-8 and 1")
     if num_training < MIN_BATCHES:
@@ -77,7 +77,20 @@ def range_test(trainer: Trainer, model: LightningModule, datamodule: LightningDa
             "--num_training, or pass --early_stop_threshold null if the loss stopped it early"
         )
     if trainer.is_global_zero:
-        save_plot(trainer, finder, best, run_dir)
+        fig = Figure(figsize=(7, 4.5))  # no pyplot figure: works headless, nothing left open
+        ax = fig.subplots()
+        finder.plot(ax=ax)
+        ax.plot(lrs[best], losses[best], "o", color="red", markersize=10)
+        finite = [loss for loss in losses if math.isfinite(loss)]
+        lowest = finite.index(min(finite))
+        ax.set_ylim(min(finite) * 0.9, max(finite[: lowest + 1]) * 1.25)  # the divergence at the end off the chart
+        ax.set_title("Learning-rate range test: training loss per batch (red: suggestion)")
+        ax.grid(True, which="both", alpha=0.3)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fig.savefig(run_dir / "lr_find.png", dpi=100, bbox_inches="tight")
+        if isinstance(trainer.logger, TensorBoardLogger):  # after the fit closed its writer: flush the one this opens
+            trainer.logger.add_figure("lr_find", fig, 0)
+            trainer.logger.experiment.flush()
         note = " (lr_multipliers still scale it per group)" if getattr(model.hparams, "lr_multipliers", None) else ""
         print(
             f"suggested learning rate: {lrs[best]:.3g}{note}, where the loss falls fastest "
@@ -86,21 +99,3 @@ def range_test(trainer: Trainer, model: LightningModule, datamodule: LightningDa
             f"train with it: python -m src.train fit <the same --config and flags> {paste_flag(model, lrs[best])}"
         )
     return lrs[best]
-
-
-def save_plot(trainer: Trainer, finder: Any, best: int, run_dir: Path) -> None:
-    """``lr_find.png`` with the suggestion marked, and the same figure in TensorBoard."""
-    fig = Figure(figsize=(7, 4.5))  # no pyplot figure: works headless, nothing left open
-    ax = fig.subplots()
-    finder.plot(ax=ax)
-    ax.plot(finder.results["lr"][best], finder.results["loss"][best], "o", color="red", markersize=10)
-    losses = [loss for loss in finder.results["loss"] if math.isfinite(loss)]
-    lowest = losses.index(min(losses))
-    ax.set_ylim(min(losses) * 0.9, max(losses[: lowest + 1]) * 1.25)  # the divergence at the end off the chart
-    ax.set_title("Learning-rate range test: training loss per batch (red: suggestion)")
-    ax.grid(True, which="both", alpha=0.3)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(run_dir / "lr_find.png", dpi=100, bbox_inches="tight")
-    if isinstance(trainer.logger, TensorBoardLogger):  # after the fit closed its writer: flush the one this opens
-        trainer.logger.add_figure("lr_find", fig, 0)
-        trainer.logger.experiment.flush()

@@ -43,44 +43,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.close(directory)
 
 
-def rng_states() -> dict[str, Any]:
-    """This process's torch, CUDA, NumPy and Python generator states as tensors and plain numbers (a checkpoint
-    holding them still loads with ``weights_only=True``)."""
-    _, key, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "python": [version, list(internal), gauss_next],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state()  # this process's device
-    return states
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    """Restore what ``rng_states`` returned."""
-    torch.set_rng_state(states["torch"])
-    key, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss_next = states["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state(states["cuda"])
-
-
 class RngState(Callback):
-    """Every process's generator states in each checkpoint, restored on resume: the resumed epochs draw the same
-    shuffles, dropout masks and augmentations as an uninterrupted run. Checkpoints are saved at an epoch's end (no
-    draw before the next shuffle); ``on_fit_start`` restores after the model's initialisation and before the first
-    training loader is iterated (the sanity check runs with its own, isolated generator state)."""
+    """Every process's torch, CUDA, NumPy and Python generator states in each checkpoint, restored on resume: the
+    resumed epochs draw the same shuffles, dropout masks and augmentations as an uninterrupted run. Checkpoints are
+    saved at an epoch's end (no draw before the next shuffle); ``on_fit_start`` restores after the model's
+    initialisation and before the first training loader is iterated (the sanity check has its own generator state)."""
 
     def __init__(self) -> None:
         self._pending: list[dict[str, Any]] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        """Runs on every process while a checkpoint is dumped (only rank 0 writes it): gather all ranks' states."""
-        return {"ranks": gather_objects(rng_states())}
+        """Runs on every process while a checkpoint is dumped (only rank 0 writes it): all ranks' states, as tensors
+        and plain values (a checkpoint holding them still loads with ``weights_only=True``)."""
+        _, key, *numpy_rest = np.random.get_state()  # ("MT19937", key, pos, has_gauss, cached)
+        numpy_state = [torch.from_numpy(key.astype(np.int64)), *numpy_rest]
+        states: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            states["cuda"] = torch.cuda.get_rng_state()  # this process's device
+        return {"ranks": gather_objects(states)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict.get("ranks")
@@ -95,4 +75,10 @@ class RngState(Callback):
                 "streams start afresh, so this run will not match an uninterrupted one exactly."
             )
             return
-        set_rng_states(ranks[trainer.global_rank])
+        states = ranks[trainer.global_rank]
+        torch.set_rng_state(states["torch"])
+        key, *numpy_rest = states["numpy"]
+        np.random.set_state(("MT19937", key.numpy().astype(np.uint32), *numpy_rest))
+        random.setstate(states["python"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state(states["cuda"])

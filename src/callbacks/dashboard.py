@@ -3,6 +3,7 @@ per validation epoch and test ``{val,test}/confusion_matrix`` and ``{val,test}/m
 numbers are synchronised across processes; only rank 0 draws and writes."""
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from matplotlib.figure import Figure
+from torchvision.utils import make_grid
 
 from src.distributed import gather_objects
 from src.loggers import TensorBoardLogger
@@ -37,26 +39,22 @@ def confusion_figure(confusion: torch.Tensor, class_names: Sequence[str], title:
 def image_grid_figure(images: torch.Tensor, captions: Sequence[str], title: str, columns: int = 8) -> Figure:
     """[0, 1] float images (N, C, H, W), grey or RGB, each with its caption, in a grid: one mosaic in one Axes
     (an Axes per image makes drawing the samples before the first step several times slower)."""
-    columns = min(columns, len(images))
-    rows = -(-len(images) // columns)
-    width, height = 1.6 * columns, 1.9 * rows + 0.4  # inches: a 1.6 x 1.9 cell per image, 0.4 for the title
     pixels = images.detach().float().clamp(0, 1).cpu()
-    h, w = pixels.shape[-2:]
-    ppi = max(h, w) / 1.45  # mosaic pixels per inch: each image's longer side spans 1.45 inches
-    caption_height = 0.14 * max((c.count("\n") + 1 for c in captions), default=1) + 0.08  # inches above each image
-    mosaic = torch.ones(pixels.shape[1], round(height * ppi), round(width * ppi))  # white background
+    ppi = max(pixels.shape[-2:]) / 1.45  # mosaic pixels per inch: each image's longer side spans 1.45 inches
+    lines = max((c.count("\n") + 1 for c in captions), default=1)
+    above, pad = math.ceil((0.14 * lines + 0.08) * ppi), round(0.15 * ppi)  # room for a caption above each image
+    cells = torch.nn.functional.pad(pixels, (0, 0, above, 0), value=1.0)  # white
+    mosaic = make_grid(cells, nrow=columns, padding=pad, pad_value=1.0)  # RGB, (pad + cell) per image
+    width, height = mosaic.shape[2] / ppi, mosaic.shape[1] / ppi + 0.4  # inches: 0.4 for the title
     fig = Figure(figsize=(width, height), dpi=100)  # not pyplot's: no window, no global figure list
-    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1 - 0.4 / height))
     ax.set_axis_off()
-    for i, (image, caption) in enumerate(zip(pixels, captions, strict=False)):
-        center, top = 1.6 * (i % columns) + 0.8, 0.4 + 1.9 * (i // columns) + caption_height  # inches from top left
-        y, x = round(top * ppi), round(center * ppi - w / 2)
-        mosaic[:, y : y + h, x : x + w] = image
-        ax.text(center, top - 0.03, caption, ha="center", va="bottom", fontsize=7)
-    ax.imshow(mosaic.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1,  # grey: (H, W)
-              extent=(0, width, height, 0), aspect="auto")  # fmt: skip
-    ax.set(xlim=(0, width), ylim=(height, 0))
-    ax.text(width / 2, 0.22, title, ha="center", va="center", fontsize=9)
+    ax.imshow(mosaic.permute(1, 2, 0).numpy(), aspect="auto", extent=(0, mosaic.shape[2], mosaic.shape[1], 0))
+    cell_h, cell_w = cells.shape[-2] + pad, cells.shape[-1] + pad
+    for i, caption in enumerate(captions):
+        x, y = pad + cell_w * (i % columns) + pixels.shape[-1] / 2, pad + cell_h * (i // columns) + above
+        ax.text(x, y, caption, ha="center", va="bottom", fontsize=7)
+    fig.suptitle(title, y=1 - 0.2 / height, va="center", fontsize=9)
     return fig
 
 
@@ -90,10 +88,8 @@ class Dashboard(Callback):
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         """The first batch of a run, after augmentation (this hook sees the batch on the device, augmented)."""
-        if self.samples == 0 or batch_idx != 0 or trainer.global_step != 0:  # every step: the cheap tests first
-            return
-        if (logger := self._logger(trainer)) is None:
-            return
+        if self.samples == 0 or batch_idx or trainer.global_step or (logger := self._logger(trainer)) is None:
+            return  # on every step: the cheap tests first
         images, labels = batch[0][: self.samples], batch[1][: self.samples]
         names = [pl_module.class_names[i] for i in labels.tolist()]
         title = "training samples as the model sees them"
