@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from src.callbacks.dashboard import Dashboard
 from src.callbacks.evaluation import PredictionWriter, TestReport, check_top_k
 from src.errors import UserError, exception_chain, exit_if_user_error
-from src.loggers import RunConfig, TensorBoardLogger, check_writable, readable_hparams
+from src.loggers import RunConfig, TensorBoardLogger, check_writable
 from src.models.classifier import ImageClassifier
 from src.models.finetuning import TransferFinetuning
 from src.resume import AtomicCheckpointIO, RngState
@@ -109,8 +109,7 @@ class ClassifierCLI(LightningCLI):
         baseline = "validate/test/predict the network's initial weights on purpose (a baseline)"
         parser.add_argument("--untrained", type=bool, default=False, help=baseline)
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        # save_last on a monitored checkpoint refreshes last.ckpt only when the score improves; an unmonitored
-        # checkpoint saves every epoch, so last.ckpt is truly the latest.
+        # last.ckpt from an unmonitored checkpoint, saved every epoch (save_last would refresh it only on a new best)
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         for section, callback in (
             ("lr_monitor", LearningRateMonitor),
@@ -232,16 +231,6 @@ class ClassifierCLI(LightningCLI):
             raise UserError(f"the checkpoint was trained on classes {list(trained)} but the data module "
                             f"{type(data).__name__} has {list(data.class_names)}. Pass the --data config the model "
                             "was trained with (it is saved as config.yaml in the run directory).")  # fmt: skip
-
-    def before_fit(self) -> None:
-        """The HPARAMS table from the whole config (data, finetuning, epochs, seed), not just the model's."""
-        if isinstance(self.trainer.logger, TensorBoardLogger):
-            config = self.config[self.subcommand].as_dict()
-            trainer = {k: config["trainer"].get(k) for k in ("max_epochs", "precision", "accumulate_grad_batches")}
-            finetuning = config.get("finetuning") if hasattr(self.model.net, "backbone") else None
-            sections = {**config["model"], "data": config["data"], "finetuning": finetuning, "trainer": trainer,
-                        "seed": config.get("seed_everything")}  # fmt: skip
-            self.trainer.logger.hparams_table = readable_hparams(sections)
 
     def before_test(self) -> None:
         """Evaluation metrics go into the run at the checkpoint's step, not at step 0 of its curves."""
