@@ -22,7 +22,7 @@ def best_and_last(run_dir: Path) -> tuple[Path, Path]:
 
 
 #: Offline and CPU-sized: no pretrained download, small inputs.
-OFFLINE = {"transfer.yaml": ["--model.network.weights=null", "--model.network.input_size=32"]}
+OFFLINE = {"transfer.yaml": ["--model.network.weights=null", "--model.network.input_size=16"]}
 
 
 @pytest.mark.parametrize("config", MODEL_CONFIGS)
