@@ -123,12 +123,15 @@ def test_compiled_network_trains_and_saves_plain_parameter_names(run_cli, monkey
     """Inductor (the default backend) really compiles the training and the validation graphs, of one small stage of
     the recipe's network. It trusts the CPU's reported vector instructions instead of first test-building each of them
     (a one-time probe per machine, cached with the compiled code, that was most of this test's time)."""
+    from torch._dynamo.utils import counters
     from torch._inductor import config as inductor_config
 
     monkeypatch.setattr(inductor_config.cpp, "vec_isa_ok", True)
+    counters.clear()
     one_stage = ["--model.network.init_args.widths=[8]", "--model.network.init_args.blocks=[0]"]
     cli = run_cli("fit", "fast.yaml", *SHORT, *one_stage, "--model.compile=true")
     assert cli.trainer.global_step == 3
+    assert counters["stats"]["unique_graphs"] >= 2, "the training and the validation graphs compile"
     state = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=False)["state_dict"]
     assert "net.features.0.weight" in state and not any("_orig_mod" in k for k in state)
 
