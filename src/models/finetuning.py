@@ -45,22 +45,17 @@ class TransferFinetuning(Callback):
         self.top_stages, self.train_bn = top_stages, train_bn
         self._frozen_params: list[nn.Parameter] = []
 
-    def frozen_blocks(self, backbone: nn.Module, epoch: int) -> list[nn.Module]:
-        """The backbone blocks that do not train in ``epoch``."""
-        until = {"freeze": float("inf"), "freeze_unfreeze": self.unfreeze_at_epoch, "milestones": self.milestones[0]}
-        if epoch < until.get(self.strategy, 0):
-            return [backbone]
-        if self.strategy == "milestones" and epoch < self.milestones[1]:
-            stages = backbone_stages(backbone)
-            return stages[: max(len(stages) - self.top_stages, 0)]
-        return []
-
     def frozen_modules(self, pl_module: LightningModule, epoch: int) -> tuple[nn.Module | None, set[nn.Module]]:
         """The backbone, if any, and its modules that do not train in ``epoch`` (BatchNorm trains with ``train_bn``)."""
         backbone = getattr(getattr(pl_module, "net", None), "backbone", None)
         if not isinstance(backbone, nn.Module):
             return None, set()
-        modules = {m for block in self.frozen_blocks(backbone, epoch) for m in block.modules()}
+        until = {"freeze": float("inf"), "freeze_unfreeze": self.unfreeze_at_epoch, "milestones": self.milestones[0]}
+        blocks = [backbone] if epoch < until.get(self.strategy, 0) else []
+        if self.strategy == "milestones" and self.milestones[0] <= epoch < self.milestones[1]:
+            stages = backbone_stages(backbone)
+            blocks = stages[: max(len(stages) - self.top_stages, 0)]
+        modules = {m for block in blocks for m in block.modules()}
         return backbone, {m for m in modules if not (self.train_bn and isinstance(m, BATCH_NORMS))}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -60,8 +60,7 @@ def param_groups(net: nn.Module, lr_multipliers: dict[str, float], decay_all: bo
     groups: dict[str, list[nn.Parameter]] = {prefix: [] for prefix in lr_multipliers} | {"default": []}
     for name, param in net.named_parameters():
         groups[next((p for p in lr_multipliers if name == p or name.startswith(p + ".")), "default")].append(param)
-    unused = [p for p in lr_multipliers if not groups[p]]
-    if unused:
+    if unused := [p for p in lr_multipliers if not groups[p]]:
         names = sorted(n for n, m in net.named_modules() if n and any(True for _ in m.parameters()))
         raise UserError(f"--model.lr_multipliers: prefix {unused} matches no parameter; use one of {names}")
     if not lr_multipliers and decay_all:
@@ -69,10 +68,9 @@ def param_groups(net: nn.Module, lr_multipliers: dict[str, float], decay_all: bo
     out = []
     for prefix, params in groups.items():
         group = {"name": prefix, "lr_multiplier": lr_multipliers.get(prefix, 1.0)}
-        out.append({"params": [p for p in params if decay_all or p.ndim > 1], **group})
-        if not decay_all:
-            no_decay = [p for p in params if p.ndim <= 1]
-            out.append({"params": no_decay, **group, "name": f"{prefix}/no_decay", "weight_decay": 0.0})
+        out.append({**group, "params": [p for p in params if decay_all or p.ndim > 1]})
+        no_decay = [p for p in params if not (decay_all or p.ndim > 1)]
+        out.append({**group, "params": no_decay, "name": f"{prefix}/no_decay", "weight_decay": 0.0})
     return [g for g in out if g["params"]]
 
 
