@@ -1,7 +1,6 @@
 """MNIST, Fashion-MNIST and CIFAR-10 through torchvision, in memory, with the official test split: read from
 ``data_dir`` (or from ``data/``, where verified archives in ``data_dir`` are extracted), else downloaded."""
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +88,7 @@ class MNISTDataModule(TorchvisionDataModule):
     wanted = "Put the four raw files ({names}) in {folder} (the official gzipped files or their extracted copies)"
 
     def archives(self, root: Path) -> list[tuple[Path, str]]:
-        raw = root / self.dataset_cls.__name__ / "raw"
-        return [(raw / os.path.basename(url), md5) for url, md5 in self.dataset_cls.resources]
+        return [(root / self.dataset_cls.__name__ / "raw" / name, md5) for name, md5 in self.dataset_cls.resources]
 
     def files(self, root: Path) -> list[Path]:
         return [archive.with_suffix("") for archive, _ in self.archives(root)]
