@@ -193,10 +193,9 @@ def search(argv: list[str]) -> optuna.Study:
     print(f"study {study_name} ({folder}): {counted(study)} of {opts.trials} trials done", flush=True)
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     grid_done = opts.sampler == "grid" and study.sampler.is_exhausted(study) and not waiting  # type: ignore[attr-defined]
+    left = 0 if grid_done else opts.trials - counted(study)  # Optuna runs no trial for n_trials <= 0
     try:
-        if counted(study) < opts.trials and not grid_done:
-            objective = lambda trial: fit(trial, space, trial_args)  # noqa: E731
-            study.optimize(objective, n_trials=opts.trials - counted(study), callbacks=[report])
+        study.optimize(lambda trial: fit(trial, space, trial_args), n_trials=left, callbacks=[report])
     except KeyboardInterrupt:
         print(f"\ninterrupted: rerun the same command to continue study {study_name}", file=sys.stderr)
         raise SystemExit(130) from None
