@@ -26,10 +26,9 @@ def pil_to_uint8(image: Image.Image, channels: int, size: tuple[int, int] | None
     """A PIL image, upright (EXIF), as a uint8 (channels, *size) tensor; ``size=None`` keeps its size. 16-bit grey
     is scaled to 8 bits, not clipped at 255 as ``convert("L")`` does to an ``I;16`` PNG."""
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit grey (PNG loads as I;16 or I)
-        image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float64) / 257 + 0.5, 0, 255).astype(np.uint8))
-    elif image.mode == "F":  # 32-bit float: taken as [0, 1]
-        image = Image.fromarray((np.clip(np.asarray(image), 0, 1) * 255 + 0.5).astype(np.uint8))
+    if image.mode.startswith("I") or image.mode == "F":  # 16-bit grey (a PNG loads as I;16 or I), or [0, 1] floats
+        scale = 255 if image.mode == "F" else 1 / 257
+        image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float64) * scale + 0.5, 0, 255).astype(np.uint8))
     tensor = v2.functional.pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))
     if size is not None and tuple(tensor.shape[-2:]) != tuple(size):
         tensor = v2.functional.resize(tensor, list(size), antialias=True)
