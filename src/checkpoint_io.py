@@ -1,13 +1,12 @@
 """The one checkpoint reader (weights-only: no code in the file runs) and the checks of a checkpoint against the
 command line. Imported when a checkpoint is opened, not by a fit from scratch."""
 
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from src.errors import UserError
+from src.errors import UserError, argument_problem
 
 
 def run_dir_of(ckpt_path: str | Path) -> Path | None:
@@ -70,12 +69,11 @@ def apply_hparams(parser: Any, config: Any, ckpt_path: str, hparams: dict) -> An
     try:
         return parser.parse_object({config.subcommand: {"model": hparams}}, config)
     except Exception as err:
-        key = re.search(r'[Kk]ey "(?:[a-z_]+\.)?model\.([^"]+)"', str(err))
-        value = re.search(r"class_path[ =]'([^']+)'", str(err))
+        option, _, reason = argument_problem(str(err))
+        key = option.partition("model.")[2] or "model"
         raise UserError(
-            f"--ckpt_path {ckpt_path}: its hyper-parameter {key.group(1) if key else 'model'}"
-            f"{f' (class_path {value.group(1)})' if value else ''} does not rebuild a model of this template. "
-            "Use a checkpoint written by `python -m src.train fit`."
+            f"--ckpt_path {ckpt_path}: its hyper-parameter {key} does not rebuild a model of this template "
+            f"({reason.partition(' (')[0]}). Use a checkpoint written by `python -m src.train fit`."
         ) from None
     finally:
         parser.exit_on_error = exit_on_error

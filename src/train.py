@@ -5,7 +5,7 @@ import re
 import sys
 import warnings
 from functools import partial
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, NoReturn, TextIO
 
 import torch
 from jsonargparse import Namespace, lazy_instance
@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from src.callbacks.dashboard import Dashboard
 from src.callbacks.evaluation import PredictionWriter, TestReport, check_top_k
-from src.errors import UserError, exception_chain, exit_if_user_error
+from src.errors import UserError, argument_problem, exception_chain, exit_if_user_error
 from src.loggers import RunConfig, TensorBoardLogger, check_writable
 from src.models.classifier import ImageClassifier
 from src.models.finetuning import TransferFinetuning
@@ -77,6 +77,13 @@ class QuietUsageParser(LightningArgumentParser):
 
     def print_usage(self, file: TextIO | None = None) -> None:
         (file or sys.stdout).write(f"usage: {self.prog} --config CONFIG [--<section>.<key> VALUE ...]\n")
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        """A bad value inside a section is one line (option, value, reason), not the parser's tree of alternatives.
+        Only where it exits: nested parsers raise, and the outer message holds their original text."""
+        tree = self.exit_on_error and "\n" in message.strip()
+        option, value, reason = argument_problem(message) if tree else ("", "", "")
+        super().error(f"--{option}{f' {value}' if value else ''}: {reason}" if option else message, ex)
 
 
 class ClassifierCLI(LightningCLI):

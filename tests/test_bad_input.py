@@ -122,15 +122,26 @@ class Case:
     value: tuple[str, ...]  # substrings naming the bad value
     fix: tuple[str, ...]  # substrings saying what to do instead
     setup: Callable[[Path], object] | None = None
-    parse_time: bool = False  # rejected by the argument parser: its message may span lines after "error:"
+    parse_time: bool = False  # rejected by the argument parser: its usage and tip lines come before "error:"
     new_run: bool = False  # stopped after training began: a new version_N beside the earlier run is allowed
 
 
 CASES = [
     Case("unknown_key", ("fit", "cnn.yaml", "--model.hiden_size=3"), ("hiden_size",), ("fit --help",),
          parse_time=True),
-    Case("wrong_type", ("fit", "cnn.yaml", "--trainer.max_epochs=many"), ("trainer.max_epochs", "many"),
-         ("Expected a <class 'int'>",), parse_time=True),
+    Case("wrong_type", ("fit", "cnn.yaml", "--trainer.max_epochs=many"), ("error: --trainer.max_epochs many",),
+         ("expected int",), parse_time=True),
+    # Inside a class section jsonargparse explains a mistake as a tree of union alternatives: one line here.
+    Case("wrong_type_in_a_class_section", ("fit", "cnn.yaml", "--data.batch_size=many"),
+         ("error: --data.batch_size many",), ("expected int",), parse_time=True),
+    Case("unknown_option_of_a_class", ("fit", "cnn.yaml", "--model.network.init_args.widht=3"),
+         ("error: --model.network.widht",),
+         ("not an option of src.models.networks.SimpleCNN", "--model.network.help src.models.networks.SimpleCNN"),
+         parse_time=True),
+    Case("unknown_class", ("fit", "cnn.yaml", "--model.network=src.models.networks.Foo"),
+         ("error: --model.network", "'Foo'"), ("module 'src.models.networks' has no attribute",), parse_time=True),
+    Case("not_one_of_the_choices", ("fit", "cnn.yaml", "--model.loss=mse"), ("error: --model.loss mse",),
+         ("expected one of 'cross_entropy', 'nll'",), parse_time=True),
     Case("label_smoothing_1.5", ("fit", "fast.yaml", "--model.label_smoothing=1.5"),
          ("--model.label_smoothing 1.5",), ("must be in [0, 1)",)),
     Case("one_cycle_without_run_length", ("fit", "fast.yaml", "--trainer.max_epochs=-1"),
@@ -252,11 +263,12 @@ def check_failure(
     assert "../shared" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, f"expected one error line, got:\n{err}"
-    said = err if case.parse_time else errors[0]  # the parser's message goes on below its error line
+    said = err if case.parse_time else errors[0]  # the parser's usage and tip lines come before its error line
     for part in case.value + case.fix:
         assert part in said, f"{part!r} not in:\n{said}"
-    if not case.parse_time:  # the whole message is on its line: nothing follows it
-        assert (err.strip() if in_process else err.strip().splitlines()[-1]) == errors[0], err
+    assert err.strip().splitlines()[-1] == errors[0], f"the message goes on below its error line:\n{err}"
+    if in_process and not case.parse_time:  # nothing but that line
+        assert err.strip() == errors[0], err
 
     after = snapshot(cwd / "logs")
     for path, digest in before.items():

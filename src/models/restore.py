@@ -4,7 +4,6 @@ a checkpoint is opened (``ImageClassifier.from_checkpoint``), not by a fit from 
 import contextvars
 import copy
 import importlib
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from src.checkpoint_io import read_checkpoint
-from src.errors import UserError
+from src.errors import UserError, argument_problem
 
 ALTERED = "; the checkpoint was changed or written by other code: use one written by `python -m src.train fit`."
 
@@ -60,10 +59,9 @@ def from_checkpoint(
         # Guarded by tests/test_transfer.py::test_cli_transfers_a_template_checkpoint_with_discriminative_lrs.
         model = contextvars.Context().run(instantiate_module, model_class, copy.deepcopy(hparams))
     except (ArgumentError, TypeError, ValueError) as err:
-        lines = [line.strip() for line in str(err).strip().splitlines()] or [type(err).__name__]
-        key = re.match(r'Parser key "module\.([^"]+)"', lines[0])
-        problem = f"hyper-parameter {key.group(1)} is not valid ({lines[1]})" if key and len(lines) > 1 else lines[-1]
-        raise UserError(f"{label}: {problem}{ALTERED}") from None
+        option, _, reason = argument_problem(str(err))
+        key, reason = option.partition("module.")[2] or option, reason.partition(" (")[0]
+        raise UserError(f"{label}: hyper-parameter {key} is not valid ({reason}){ALTERED}") from None
     model.on_load_checkpoint(checkpoint)
     try:
         model.load_state_dict(checkpoint.get("state_dict", model.state_dict()))  # none: the architecture only
