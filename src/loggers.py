@@ -33,8 +33,6 @@ def readable_hparams(params: dict[str, Any], prefix: str = "") -> dict[str, Any]
         if key.startswith("_") or key in SKIP or value is None:
             continue
         name = f"{prefix}{key}"
-        if isinstance(value, Namespace):
-            value = value.as_dict() if hasattr(value, "as_dict") else vars(value)
         if isinstance(value, dict) and "class_path" in value:
             flat[name] = str(value["class_path"]).rsplit(".", 1)[-1]
             value = value.get("init_args") or {}
