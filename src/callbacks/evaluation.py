@@ -93,7 +93,6 @@ class PredictionWriter(BasePredictionWriter):
         """
         super().__init__(write_interval="epoch")
         self.output_dir, self.top_k = output_dir, top_k
-        self.path: Path | None = None
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         check_top_k(self.top_k, pl_module.class_names)
@@ -123,10 +122,9 @@ class PredictionWriter(BasePredictionWriter):
                 record[f"top{k}"], record[f"top{k}_prob"] = names[c], p
             records.append(record)
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.path = out_dir / "predictions.csv"
-        write_csv(self.path, [list(records[0]), *(r.values() for r in records)])
+        write_csv(out_dir / "predictions.csv", [list(records[0]), *(r.values() for r in records)])
         (out_dir / "predictions.json").write_text(json.dumps(records, indent=1) + "\n")
-        print(f"Wrote {len(records)} predictions to {self.path} and predictions.json")
+        print(f"Wrote {len(records)} predictions to {out_dir / 'predictions.csv'} and predictions.json")
 
 
 class TestReport(Callback):
