@@ -46,24 +46,19 @@ def read_checkpoint(ckpt_path: str | Path, option: str = "--ckpt_path", template
     return checkpoint
 
 
-def check_network_family(ckpt_path: str, hparams: dict, configured: Any) -> None:
-    """The network class a ``--config`` gives must be the checkpoint's: say so before anything runs."""
-    network = hparams.get("network")
-    if not (isinstance(network, dict) and configured is not None and hasattr(configured, "class_path")):
-        return
-    trained, given = str(network.get("class_path")), str(configured.class_path)
-    if trained != given:
-        run_dir = run_dir_of(ckpt_path)
+def apply_hparams(parser: Any, config: Any, ckpt_path: str, hparams: dict, run_dir: Path | None) -> Any:
+    """``config`` with the checkpoint's hyper-parameters as the model's arguments (a checkpoint is the model). A
+    ``--config`` of another network is a mix-up; hyper-parameters that do not parse (edited by hand, or from another
+    version) are one line naming the key."""
+    section = config[config.subcommand]
+    network, given = hparams.get("network"), (section.get("model") or {}).get("network")
+    trained = str(network.get("class_path")) if isinstance(network, dict) else None
+    if section.config and trained and hasattr(given, "class_path") and trained != str(given.class_path):
         own = run_dir / "config.yaml" if run_dir is not None else "the config it was trained with"
         raise UserError(
             f"--ckpt_path {ckpt_path} holds a {trained.rsplit('.', 1)[-1]} network but the --config gives "
-            f"{given.rsplit('.', 1)[-1]}: pass the run's own config ({own}) or that model's config."
+            f"{str(given.class_path).rsplit('.', 1)[-1]}: pass the run's own config ({own}) or that model's config."
         )
-
-
-def apply_hparams(parser: Any, config: Any, ckpt_path: str, hparams: dict) -> Any:
-    """``config`` with the checkpoint's hyper-parameters as the model's arguments (a checkpoint is the model); ones
-    that do not parse (edited by hand, or from another version) are one line naming the key."""
     hparams = {k: v for k, v in hparams.items() if k != "_instantiator"}
     exit_on_error, parser.exit_on_error = parser.exit_on_error, False
     try:

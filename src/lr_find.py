@@ -77,8 +77,7 @@ def range_test(trainer: Trainer, model: LightningModule, datamodule: LightningDa
             "--num_training, or pass --early_stop_threshold null if the loss stopped it early"
         )
     if trainer.is_global_zero:
-        fig = Figure(figsize=(7, 4.5))  # no pyplot figure: works headless, nothing left open
-        ax = fig.subplots()
+        ax = Figure(figsize=(7, 4.5)).subplots()  # no pyplot figure: works headless, nothing left open
         finder.plot(ax=ax)
         ax.plot(lrs[best], losses[best], "o", color="red", markersize=10)
         finite = [loss for loss in losses if math.isfinite(loss)]
@@ -87,9 +86,9 @@ def range_test(trainer: Trainer, model: LightningModule, datamodule: LightningDa
         ax.set_title("Learning-rate range test: training loss per batch (red: suggestion)")
         ax.grid(True, which="both", alpha=0.3)
         run_dir.mkdir(parents=True, exist_ok=True)
-        fig.savefig(run_dir / "lr_find.png", dpi=100, bbox_inches="tight")
+        ax.figure.savefig(run_dir / "lr_find.png", dpi=100, bbox_inches="tight")
         if isinstance(trainer.logger, TensorBoardLogger):  # after the fit closed its writer: flush the one this opens
-            trainer.logger.add_figure("lr_find", fig, 0)
+            trainer.logger.add_figure("lr_find", ax.figure, 0)
             trainer.logger.experiment.flush()
         note = " (lr_multipliers still scale it per group)" if getattr(model.hparams, "lr_multipliers", None) else ""
         print(

@@ -44,17 +44,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RngState(Callback):
-    """Every process's torch, CUDA, NumPy and Python generator states in each checkpoint, restored on resume: the
-    resumed epochs draw the same shuffles, dropout masks and augmentations as an uninterrupted run. Checkpoints are
-    saved at an epoch's end (no draw before the next shuffle); ``on_fit_start`` restores after the model's
-    initialisation and before the first training loader is iterated (the sanity check has its own generator state)."""
+    """Every process's torch, CUDA, NumPy and Python generator states, saved at an epoch's end and restored at fit
+    start (after the model's initialisation, before the first shuffle): resumed epochs draw as uninterrupted ones."""
 
     def __init__(self) -> None:
         self._pending: list[dict[str, Any]] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        """Runs on every process while a checkpoint is dumped (only rank 0 writes it): all ranks' states, as tensors
-        and plain values (a checkpoint holding them still loads with ``weights_only=True``)."""
+        """All ranks' states (a collective), as tensors and plain values: ``weights_only=True`` still loads them."""
         _, key, *numpy_rest = np.random.get_state()  # ("MT19937", key, pos, has_gauss, cached)
         numpy_state = [torch.from_numpy(key.astype(np.int64)), *numpy_rest]
         states: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
@@ -79,6 +76,7 @@ class RngState(Callback):
         torch.set_rng_state(states["torch"])
         key, *numpy_rest = states["numpy"]
         np.random.set_state(("MT19937", key.numpy().astype(np.uint32), *numpy_rest))
-        random.setstate(states["python"])
+        version, inner, gauss = states["python"]  # older checkpoints hold lists, not tuples
+        random.setstate((version, tuple(inner), gauss))
         if "cuda" in states and torch.cuda.is_available():
             torch.cuda.set_rng_state(states["cuda"])

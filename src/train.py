@@ -165,16 +165,14 @@ class ClassifierCLI(LightningCLI):
                             "file, e.g. logs/<name>/version_<n>/checkpoints/last.ckpt.")  # fmt: skip
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):  # Lightning resolves these itself
             return
-        from src.checkpoint_io import apply_hparams, check_network_family, read_checkpoint, run_dir_of
+        from src.checkpoint_io import apply_hparams, read_checkpoint, run_dir_of
         from src.models.restore import check_hparams
 
         checkpoint = read_checkpoint(ckpt_path)
         self.ckpt_hparams, self.ckpt_step = checkpoint["hyper_parameters"], checkpoint.get("global_step", 0)
         self.ckpt_run_dir = run_dir_of(ckpt_path)
         check_hparams(self.ckpt_hparams, f"--ckpt_path {ckpt_path}", ImageClassifier)  # nothing named is called
-        if config.config:  # a --config for another network than the checkpoint's is a mix-up
-            check_network_family(ckpt_path, self.ckpt_hparams, (config.get("model") or {}).get("network"))
-        self.config = apply_hparams(self.parser, self.config, ckpt_path, self.ckpt_hparams)
+        self.config = apply_hparams(self.parser, self.config, ckpt_path, self.ckpt_hparams, self.ckpt_run_dir)
         if subcommand == "predict" and "class_names" in self.ckpt_hparams:
             check_top_k(config["predictions"]["top_k"], self.ckpt_hparams["class_names"])
 
@@ -276,8 +274,7 @@ def cli_main(
 
             export_main(argv[1:])
             return None
-        options = {**CLI_OPTIONS, "save_config_kwargs": {"overwrite": False}}  # its own: a resume changes it
-        return cli_class(ImageClassifier, LightningDataModule, args=argv, run=run, **options)
+        return cli_class(ImageClassifier, LightningDataModule, args=argv, run=run, **CLI_OPTIONS)
     except Exception as err:  # a UserError may come wrapped, e.g. by jsonargparse's instantiation
         exit_if_user_error(err)
         raise

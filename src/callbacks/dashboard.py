@@ -2,6 +2,7 @@
 per validation epoch and test ``{val,test}/confusion_matrix`` and ``{val,test}/mistakes`` (the most confident). The
 numbers are synchronised across processes; only rank 0 draws and writes."""
 
+import heapq
 import itertools
 import math
 from collections.abc import Sequence
@@ -58,11 +59,6 @@ def image_grid_figure(images: torch.Tensor, captions: Sequence[str], title: str,
     return fig
 
 
-def most_confident(parts: list[list[tuple]], keep: int) -> list[tuple]:
-    """The ``keep`` most confident of several lists of ``(confidence, true, predicted, image)`` mistakes."""
-    return sorted((m for part in parts for m in part), key=lambda m: -m[0])[:keep]
-
-
 class Dashboard(Callback):
     """Draws the dashboard's images into the TensorBoard run (nothing without a TensorBoard logger)."""
 
@@ -99,7 +95,7 @@ class Dashboard(Callback):
         if not self._draws(trainer):
             return
         confusion = pl_module.confusion.compute()  # every rank: synchronising collectives
-        mistakes = most_confident(gather_objects(self.mistakes), self.keep)  # every rank: a collective
+        mistakes = heapq.nlargest(self.keep, itertools.chain(*gather_objects(self.mistakes)), key=lambda m: m[0])
         if (logger := self._logger(trainer)) is None:
             return
         # The step of this epoch's scalars (the last training step: a resumed run purges everything after it).
@@ -125,7 +121,7 @@ class Dashboard(Callback):
         best = wrong[confidence[wrong].argsort(descending=True)[: self.keep]]
         pixels = pl_module.preprocess.pixels(images[best]).cpu() if len(best) else []  # only these are copied
         found = zip(confidence[best].tolist(), targets[best].tolist(), predicted[best].tolist(), pixels, strict=True)
-        self.mistakes = most_confident([self.mistakes, list(found)], self.keep)
+        self.mistakes = heapq.nlargest(self.keep, [*self.mistakes, *found], key=lambda m: m[0])
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._end(trainer, pl_module, "test" if trainer.testing else "val")

@@ -67,20 +67,6 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join([*lines, f"overall accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}"])
 
 
-def write_report(run_dir: Path, confusion: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
-    """Write the four report files into ``run_dir``; return the report."""
-    report = classification_report(confusion, class_names)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    overall = ["overall", "", "", "", f"{report['accuracy']:.4f}", report["support"]]
-    write_csv(run_dir / "test_report.csv", [*table_rows(report), overall])
-    (run_dir / "test_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    matrix = [[name, *row] for name, row in zip(class_names, confusion.long().tolist(), strict=True)]
-    write_csv(run_dir / "confusion_matrix.csv", [["true \\ predicted", *class_names], *matrix])
-    figure = confusion_figure(confusion, class_names, f"test: accuracy {report['accuracy']:.4f}")
-    figure.savefig(run_dir / "confusion_matrix.png")
-    return report
-
-
 class PredictionWriter(BasePredictionWriter):
     """One row per image: ``path`` (files) or ``index`` and ``target`` (a data module's split), then ``top1``,
     ``top1_prob``, ... ``topK``, ``topK_prob``. Rows from all processes are gathered; rank 0 writes them once."""
@@ -101,13 +87,11 @@ class PredictionWriter(BasePredictionWriter):
         self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
     ) -> None:
         """Rows from all processes, by index (a sampler may repeat an index to even out ranks)."""
-        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        values, classes = torch.cat([b["probs"] for b in batches]).float().cpu().topk(self.top_k, dim=1)
-        if "index" in batches[0]:  # files: the dataset says which file each row is
-            indices = torch.cat([b["index"] for b in batches]).tolist()
-        else:  # one list of batches per dataloader
-            indices = [i for loader in batch_indices for batch in loader for i in batch] or list(range(len(classes)))
-        targets = torch.cat([b["target"] for b in batches]).tolist() if "target" in batches[0] else [None] * len(values)
+        values, classes = torch.cat([b["probs"] for b in predictions]).float().cpu().topk(self.top_k, dim=1)
+        given = {k: torch.cat([b[k] for b in predictions]).tolist() for k in ("index", "target") if k in predictions[0]}
+        seen = [i for loader in batch_indices for batch in loader for i in batch] or list(range(len(classes)))
+        indices = given.get("index", seen)  # files: the dataset says which file each row is
+        targets = given.get("target", [None] * len(values))
         part = zip(indices, targets, classes.tolist(), values.tolist(), strict=True)
         rows = {row[0]: row for rank in gather_objects(list(part)) for row in rank}  # every rank: a collective
         out_dir = Path(self.output_dir) if self.output_dir else Path(trainer.log_dir or ".")  # broadcasts
@@ -141,7 +125,16 @@ class TestReport(Callback):
         if not self.enabled:
             return
         confusion = pl_module.confusion.compute()  # every rank: a synchronising collective
-        run_dir = Path(trainer.log_dir or ".")  # every rank: trainer.log_dir broadcasts
-        if trainer.is_global_zero:
-            report = write_report(run_dir, confusion, pl_module.class_names)
-            print(f"\n{format_report(report)}\nreport: {run_dir / 'test_report.csv'} (and .json, confusion_matrix.*)")
+        run_dir, names = Path(trainer.log_dir or "."), pl_module.class_names  # every rank: log_dir broadcasts
+        if not trainer.is_global_zero:
+            return
+        report = classification_report(confusion, names)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        overall = ["overall", "", "", "", f"{report['accuracy']:.4f}", report["support"]]
+        write_csv(run_dir / "test_report.csv", [*table_rows(report), overall])
+        (run_dir / "test_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        matrix = [[name, *row] for name, row in zip(names, confusion.long().tolist(), strict=True)]
+        write_csv(run_dir / "confusion_matrix.csv", [["true \\ predicted", *names], *matrix])
+        figure = confusion_figure(confusion, names, f"test: accuracy {report['accuracy']:.4f}")
+        figure.savefig(run_dir / "confusion_matrix.png")
+        print(f"\n{format_report(report)}\nreport: {run_dir / 'test_report.csv'} (and .json, confusion_matrix.*)")
