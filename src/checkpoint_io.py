@@ -16,9 +16,8 @@ def run_dir_of(ckpt_path: str | Path) -> Path | None:
 
 
 def read_checkpoint(ckpt_path: str | Path, option: str = "--ckpt_path", template: bool = True) -> dict[str, Any]:
-    """The checkpoint at ``ckpt_path`` (given as ``option``), unpickled weights-only (no code in the file runs); a
-    folder, a missing file or one that is not a checkpoint is one line naming the fix. ``template=False`` also
-    accepts any dict of tensors (e.g. a torchvision ``state_dict``)."""
+    """The checkpoint at ``ckpt_path`` (given as ``option``); a folder, a missing file or a non-checkpoint is one line
+    naming the fix. ``template=False`` also accepts any dict of tensors (e.g. a torchvision ``state_dict``)."""
     path = Path(ckpt_path)
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
@@ -47,9 +46,8 @@ def read_checkpoint(ckpt_path: str | Path, option: str = "--ckpt_path", template
 
 
 def apply_hparams(parser: Any, config: Any, ckpt_path: str, hparams: dict, run_dir: Path | None) -> Any:
-    """``config`` with the checkpoint's hyper-parameters as the model's arguments (a checkpoint is the model). A
-    ``--config`` of another network is a mix-up; hyper-parameters that do not parse (edited by hand, or from another
-    version) are one line naming the key."""
+    """``config`` with the checkpoint's hyper-parameters as the model's (a checkpoint is the model); a ``--config``
+    of another network, or hyper-parameters that do not parse (edited, another version) are one line."""
     section = config[config.subcommand]
     network, given = hparams.get("network"), (section.get("model") or {}).get("network")
     trained = str(network.get("class_path")) if isinstance(network, dict) else None

@@ -1,5 +1,4 @@
-"""The one exception type for user mistakes (bad config, missing data or checkpoint), reported as one line and exit
-code 2, without a traceback."""
+"""User mistakes (bad config, missing data or checkpoint): one exception type, reported in one line, exit code 2."""
 
 import re
 import sys
@@ -33,10 +32,9 @@ def exit_if_user_error(err: BaseException) -> None:
 
 
 def argument_problem(message: str) -> tuple[str, str, str]:
-    """``(option, value, reason)`` from jsonargparse's account of a bad value, a tree of nested parsers and union
-    alternatives: the full dotted option, what was given and the first reason, which is what a person needs.
-    Adapter on jsonargparse's message text (it raises no structured error): tests/test_bad_input.py fails if it
-    changes."""
+    """``(option, value, reason)`` from jsonargparse's account of a bad value (a tree of nested parsers and union
+    alternatives): the full dotted option, what was given and the first reason. Adapter on jsonargparse's message
+    text (it raises no structured error): tests/test_bad_input.py fails if it changes."""
     option = ".".join(re.findall(r'Parser key "([^"]+)"', message))
     if (unknown := re.search(r"Option '([^']+)' is not accepted", message)) is not None:
         owner = re.search(r"class_path[= ]'([^']+)'", message)

@@ -1,6 +1,5 @@
-"""What a run writes into its directory: the saved config, and Lightning's TensorBoard logger without the ``epoch``
-chart and ``hp_metric`` placeholder, with one HPARAMS table per run of readable knobs (no internal keys, no paths)
-against ``val/acc_best`` and ``test/acc``."""
+"""A run's saved config, and Lightning's TensorBoard logger without the ``epoch`` chart and ``hp_metric``, with one
+HPARAMS table per run of readable knobs (no internal keys, no paths) against ``val/acc_best`` and ``test/acc``."""
 
 import os
 from argparse import Namespace
@@ -48,9 +47,8 @@ def readable_hparams(params: dict[str, Any], prefix: str = "") -> dict[str, Any]
 
 
 class RunConfig(SaveConfigCallback):
-    """``config.yaml`` for a training run; an evaluation of one of its checkpoints writes ``<stage>_config.yaml``
-    beside it, a resumed fit ``resume_config.yaml``. No saved config names a checkpoint: given back as
-    ``--config``, it must never decide which weights are evaluated."""
+    """``config.yaml`` of a fit, ``<stage>_config.yaml`` of an evaluation, ``resume_config.yaml`` of a resumed fit;
+    none names a checkpoint: given back as ``--config``, it must never decide which weights are evaluated."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Also the HPARAMS table of a fit, from the whole config (data, finetuning, epochs, seed)."""
@@ -63,9 +61,8 @@ class RunConfig(SaveConfigCallback):
             finetuning = config.get("finetuning") if hasattr(pl_module.net, "backbone") else None
             sections = {"data": config["data"], "finetuning": finetuning, "seed": config.get("seed_everything")}
             trainer.logger.hparams_table = readable_hparams({**config["model"], **sections, "trainer": knobs})
-        if self.config.get("ckpt_path") is not None:
-            self.config = self.config.clone()
-            self.config.ckpt_path = None
+        if self.config.get("ckpt_path") is not None:  # a copy: the run itself still needs it
+            self.config = self.config.clone().update(None, "ckpt_path")
         super().setup(trainer, pl_module, stage)
 
 
@@ -95,10 +92,8 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         """
         kwargs.setdefault("default_hp_metric", False)
         super().__init__(os.path.realpath(save_dir), name=name, version=version, purge_step=purge_step, **kwargs)
-        #: The HPARAMS table's rows; ``None``: made from what Lightning logs (the model's and data's hparams).
-        self.hparams_table: dict[str, Any] | None = None
-        #: The step everything is logged at when set: an evaluation of a checkpoint logs at that checkpoint's step.
-        self.eval_step: int | None = None
+        self.hparams_table: dict[str, Any] | None = None  # the HPARAMS table's rows; None: what Lightning logs
+        self.eval_step: int | None = None  # when set, the step of all that is logged (an evaluation: its checkpoint's)
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:

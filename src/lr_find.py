@@ -26,9 +26,8 @@ def debiased(losses: list[float]) -> list[float]:
 
 
 def steepest_descent(lrs: list[float], losses: list[float], skip_begin: int = 10, skip_end: int = 1) -> int | None:
-    """Index of the rate where the loss falls fastest per decade of learning rate, before the loss minimum (past it
-    the loss diverges). Lightning's ``suggestion()`` takes the slope per unit of rate on a log-spaced ladder, which
-    magnifies the noise at the smallest rates (Lightning PR #21171)."""
+    """Index of the rate where the loss falls fastest per decade, before the loss minimum (then it diverges); not
+    Lightning's slope per unit of rate, which magnifies the noise at the smallest rates (Lightning PR #21171)."""
     points = [(n, math.log10(lr), loss) for n, (lr, loss) in enumerate(zip(lrs, losses, strict=True))]
     points = [p for p in points[skip_begin : len(points) - skip_end] if math.isfinite(p[2])]
     if len(points) < 3:
@@ -48,8 +47,7 @@ def paste_flag(model: LightningModule, lr: float) -> str:
 
 def range_test(trainer: Trainer, model: LightningModule, datamodule: LightningDataModule | None, min_lr: float,
                max_lr: float, num_training: int, mode: str, early_stop_threshold: float | None) -> float:  # fmt: skip
-    """``ClassifierTrainer.lr_find``: run Lightning's range test, print the suggestion and the flag, save the plot
-    (``lr_find.png``, with the suggestion marked; the same figure in TensorBoard)."""
+    """``ClassifierTrainer.lr_find``: Lightning's range test; the suggestion and its flag printed, then plotted."""
     if not 0 < min_lr < max_lr:  # checked before any run directory exists
         raise UserError(f"--min_lr {min_lr} and --max_lr {max_lr}: need 0 < min_lr < max_lr, e.g. 1e-8 and 1")
     if num_training < MIN_BATCHES:
@@ -81,8 +79,7 @@ def range_test(trainer: Trainer, model: LightningModule, datamodule: LightningDa
         finder.plot(ax=ax)
         ax.plot(lrs[best], losses[best], "o", color="red", markersize=10)
         finite = [loss for loss in losses if math.isfinite(loss)]
-        lowest = finite.index(min(finite))
-        ax.set_ylim(min(finite) * 0.9, max(finite[: lowest + 1]) * 1.25)  # the divergence at the end off the chart
+        ax.set_ylim(min(finite) * 0.9, max(finite[: finite.index(min(finite)) + 1]) * 1.25)  # divergence off the chart
         ax.set_title("Learning-rate range test: training loss per batch (red: suggestion)")
         ax.grid(True, which="both", alpha=0.3)
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,8 @@ from src.distributed import gather_objects
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """A process killed at any moment leaves the previous checkpoint or the new one, never a truncated file:
-    Lightning's default stages it in the system temp dir, and a move across filesystems is a copy. Here it is
-    staged beside its target, synced, and ``os.replace``d (atomic in one filesystem). Remote paths: Lightning's."""
+    """A process killed at any moment leaves the previous checkpoint or the new one, never a truncated file: staged
+    beside its target (not in the temp dir, maybe another filesystem), synced, ``os.replace``d. Remote: Lightning's."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if "://" in str(path) or storage_options is not None:
@@ -47,8 +46,7 @@ class RngState(Callback):
     """Every process's torch, CUDA, NumPy and Python generator states, saved at an epoch's end and restored at fit
     start (after the model's initialisation, before the first shuffle): resumed epochs draw as uninterrupted ones."""
 
-    def __init__(self) -> None:
-        self._pending: list[dict[str, Any]] | None = None
+    _pending: list[dict[str, Any]] | None = None  # the checkpoint's states until the fit starts
 
     def state_dict(self) -> dict[str, Any]:
         """All ranks' states (a collective), as tensors and plain values: ``weights_only=True`` still loads them."""

@@ -103,8 +103,7 @@ class ClassifierCLI(LightningCLI):
         return {self.requested: SUBCOMMANDS[self.requested]} if self.requested else SUBCOMMANDS
 
     def _linked(self, attribute: str, data: LightningDataModule) -> Any:
-        """A linked model argument: the checkpoint's value when one is loaded (a checkpoint is the model: its
-        statistics and input size are never re-derived from the data configured now), else the data's."""
+        """The checkpoint's value if one is loaded (a checkpoint is the model: nothing re-derived), else the data's."""
         if self.ckpt_hparams and LINKED[attribute] in self.ckpt_hparams:
             return self.ckpt_hparams[LINKED[attribute]]
         return getattr(data, attribute)
@@ -173,19 +172,15 @@ class ClassifierCLI(LightningCLI):
         self.ckpt_run_dir = run_dir_of(ckpt_path)
         check_hparams(self.ckpt_hparams, f"--ckpt_path {ckpt_path}", ImageClassifier)  # nothing named is called
         self.config = apply_hparams(self.parser, self.config, ckpt_path, self.ckpt_hparams, self.ckpt_run_dir)
-        if subcommand == "predict" and "class_names" in self.ckpt_hparams:
-            check_top_k(config["predictions"]["top_k"], self.ckpt_hparams["class_names"])
 
     def _parse_ckpt_path(self) -> None:
         """Adapter (no public hook): LightningCLI would read ``--ckpt_path`` again here, with an error of many lines;
         ``parse_arguments`` did it through the one checkpoint reader. Guarded by tests/test_never_silently_wrong.py."""
 
     def before_instantiate_classes(self) -> None:
-        """Where the run's files go: runs of a checkpoint into its own run directory (a resumed fit continues it,
-        its TensorBoard events from the checkpoint's step on purged; an evaluation adds to it), a run without a
-        logger into a fresh ``logs/no_logger/version_<n>``."""
-        subcommand = self.config.get("subcommand")
-        if not subcommand:
+        """Where the run's files go: runs of a checkpoint into its run directory (a resumed fit purges its events
+        from the checkpoint's step on), a run without a logger into a fresh ``logs/no_logger/version_<n>``."""
+        if not (subcommand := self.subcommand):
             return
         trainer, run_dir = self.config[subcommand]["trainer"], self.ckpt_run_dir
         logger = trainer.get("logger")
@@ -205,8 +200,7 @@ class ClassifierCLI(LightningCLI):
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
     def instantiate_classes(self) -> None:
-        """A value the model, data or trainer refuses while being built (``--trainer.max_epochs -5``) is a
-        configuration mistake: say it in one line."""
+        """A value refused while the classes are built (``--trainer.max_epochs -5``) is a mistake: one line."""
         try:
             super().instantiate_classes()
         except (ValueError, TypeError, IndexError, MisconfigurationException) as err:
@@ -228,9 +222,11 @@ class ClassifierCLI(LightningCLI):
         return trainer
 
     def after_instantiate_classes(self) -> None:
-        """A checkpoint only fits data with the same classes; a schedule spanning the run needs the run to end."""
-        if self.subcommand == "fit" and isinstance(self.model, ImageClassifier):
+        """Before any file is written: the run ends, top_k fits the classes, the data has the checkpoint's classes."""
+        if self.subcommand == "fit":
             self.model.check_run_length(self.trainer.max_epochs, self.trainer.max_steps)
+        if self.subcommand == "predict":
+            check_top_k(self.config.predict.predictions.top_k, self.model.class_names)
         trained, data = (self.ckpt_hparams or {}).get("class_names"), self.datamodule
         if data.class_names is not None and trained is not None and list(trained) != list(data.class_names):
             raise UserError(f"the checkpoint was trained on classes {list(trained)} but the data module "

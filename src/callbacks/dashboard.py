@@ -1,6 +1,5 @@
-"""TensorBoard images (IMAGES tab): ``train/samples`` (once per run, as the model sees them, with class names), then
-per validation epoch and test ``{val,test}/confusion_matrix`` and ``{val,test}/mistakes`` (the most confident). The
-numbers are synchronised across processes; only rank 0 draws and writes."""
+"""TensorBoard images: ``train/samples`` once per run (as the model sees them), then per validation epoch and test
+``{val,test}/confusion_matrix`` and ``/mistakes`` (the most confident), from all processes; rank 0 draws them."""
 
 import heapq
 import itertools
@@ -74,8 +73,7 @@ class Dashboard(Callback):
 
     @staticmethod
     def _logger(trainer: Trainer) -> TensorBoardLogger | None:
-        logger = trainer.logger
-        return logger if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero else None
+        return trainer.logger if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero else None
 
     def _draws(self, trainer: Trainer) -> bool:
         """Not in the sanity check; during a fit, every ``every_n_epochs`` epochs; in ``validate``/``test``, always."""

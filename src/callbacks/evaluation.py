@@ -21,10 +21,9 @@ COLUMNS, WIDTHS = ("precision", "recall", "f1", "accuracy", "support"), (9, 6, 6
 
 def check_top_k(top_k: int, class_names: Sequence[str]) -> None:
     """``top_k`` must name between 1 and all of the model's classes."""
-    if not 1 <= top_k <= len(class_names):
-        raise UserError(
-            f"--predictions.top_k {top_k}: the model knows {len(class_names)} classes; use 1..{len(class_names)}."
-        )
+    n = len(class_names)
+    if not 1 <= top_k <= n:
+        raise UserError(f"--predictions.top_k {top_k}: the model knows {n} classes; use 1..{n}.")
 
 
 def cell(value: Any, width: int = 0) -> str:
@@ -79,9 +78,6 @@ class PredictionWriter(BasePredictionWriter):
         """
         super().__init__(write_interval="epoch")
         self.output_dir, self.top_k = output_dir, top_k
-
-    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        check_top_k(self.top_k, pl_module.class_names)
 
     def write_on_epoch_end(
         self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
