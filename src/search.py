@@ -1,7 +1,6 @@
-"""``python -m src.search --config C --space configs/search/cnn.yaml --trials 20 [--sampler tpe|random|grid]
-[overrides]`` (docs/tune.md): each trial is an ordinary ``fit`` with the trial's values as overrides, pruned by
-``MedianPruner``; the study in ``logs/search-<study>/`` continues when the same command runs again. One device: under
-DDP, Lightning would start the whole search in every process."""
+"""``python -m src.search --config C --space configs/search/cnn.yaml --trials 20 [overrides]`` (docs/tune.md): each
+trial is an ordinary ``fit`` with its values as overrides, pruned by ``MedianPruner``; run again, the study in
+``logs/search-<study>/`` continues. One device: under DDP, Lightning would start the search in every process."""
 
 import argparse
 import csv
@@ -103,27 +102,22 @@ def row(t: FrozenTrial, keys: list[str]) -> list[Any]:
 
 
 def write_results(study: optuna.Study, keys: list[str], folder: Path, name: str) -> FrozenTrial | None:
-    """trials.csv and best.yaml, written beside and renamed over (a kill mid-write leaves the previous file)."""
-
-    def replace(path: Path, content: str) -> None:
-        path.with_name(f".{path.name}.partial").write_text(content)
-        path.with_name(f".{path.name}.partial").replace(path)
-
+    """trials.csv and best.yaml (if the best run is on disk), each renamed over its last: a kill leaves it whole."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
     table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(["trial", "state", SCORE, *keys, "run_dir", "note"])
-    writer.writerows(row(t, keys) for t in trials)
-    replace(folder / "trials.csv", table.getvalue())
+    columns = ["trial", "state", SCORE, *keys, "run_dir", "note"]
+    csv.writer(table, lineterminator="\n").writerows([columns, *(row(t, keys) for t in trials)])
+    files = {"trials.csv": table.getvalue()}
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number), default=None)
-    config_file = Path(best.user_attrs["run_dir"], "config.yaml") if best else None
-    if config_file is None or not config_file.is_file():  # no completed trial, or its run directory was deleted
-        return best
-    config = yaml.safe_load(config_file.read_text())
-    logger = config["trainer"]["logger"]["init_args"]
-    logger["name"], logger["version"] = name, None  # a re-fit is a new plain run, logs/<name>/version_<next>
-    header = f"# Best trial {best.number} of study {study.study_name} ({SCORE} {best.value:.4f}): {config_file}\n"
-    replace(folder / "best.yaml", header + yaml.safe_dump(config, sort_keys=False))
+    if best is not None and (config_file := Path(best.user_attrs["run_dir"], "config.yaml")).is_file():
+        config = yaml.safe_load(config_file.read_text())
+        logger = config["trainer"]["logger"]["init_args"]
+        logger["name"], logger["version"] = name, None  # a re-fit is a new plain run, logs/<name>/version_<next>
+        header = f"# Best trial {best.number} of study {study.study_name} ({SCORE} {best.value:.4f}): {config_file}\n"
+        files["best.yaml"] = header + yaml.safe_dump(config, sort_keys=False)
+    for file, content in files.items():
+        (folder / f".{file}.partial").write_text(content)
+        (folder / f".{file}.partial").replace(folder / file)
     return best
 
 

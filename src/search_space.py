@@ -5,7 +5,6 @@ import contextlib
 import io
 import json
 import logging
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -90,8 +89,6 @@ def check_space(space: Space, base: list[str], where: str) -> None:
         i, error = next((i, e) for i in range(len(args)) if (e := build([*base, *args[: i + 1]])[1]))
         key = args[i].split("=", 1)[0]
         after = "".join(f" after {a}" for a in args[:i] if key.startswith(a.split("=", 1)[0] + "."))
-        lines = [line.strip() for line in error.split("error:", 1)[-1].splitlines()]  # not jsonargparse's listings
-        lines = [line for line in lines if line and not line.startswith(("Given value", "Subtypes", "Errors", "- Exp"))]
-        reason = re.sub(r"\s*Got value: Namespace\(.*$", "", lines[-1] if lines else error.strip()).rstrip(".")
+        reason = error.strip().splitlines()[-1].removeprefix("error: ").rstrip(".")  # the CLI's one-line error
         hint = "see the keys with --print_config" if "usage:" in error else "narrow its range or choices"
         raise UserError(f"{where}: {key[2:]}: the CLI refuses {args[i]}{after} ({reason}); {hint}")
