@@ -74,9 +74,7 @@ def export_model(model: ImageClassifier, output: str | Path, onnx: bool = True, 
             exported.save(partial / FILES["onnx"])  # weights over 2 GiB (protobuf's limit) go beside it, .onnx.data
         (partial / FILES["labels"]).write_text(json.dumps(list(model.class_names), indent=1) + "\n")
         (partial / FILES["spec"]).write_text(json.dumps(spec_json, indent=1) + "\n")
-        if output.is_dir():
-            output.rmdir()  # empty (checked above)
-        partial.rename(output)
+        partial.rename(output)  # replaces an empty ``output`` (checked above)
     kinds = {"onnx_data": f"{FILES['onnx']}.data", **FILES}
     return {kind: output / name for kind, name in kinds.items() if (output / name).is_file()}
 

@@ -20,9 +20,9 @@ from src.errors import UserError
 STATISTICS_SAMPLE = 5000
 
 
-def check_fraction(option: str, value: float, example: float) -> None:
+def check_fraction(option: str, value: float) -> None:
     if not 0.0 < value < 1.0:
-        raise UserError(f"{option} {value} must be between 0 and 1 (exclusive), e.g. {example}")
+        raise UserError(f"{option} {value} must be between 0 and 1 (exclusive), e.g. 0.1")
 
 
 def check_loader_args(batch_size: int, num_workers: int | str) -> None:
@@ -76,7 +76,7 @@ class ImageDataModule(LightningDataModule):
         """
         super().__init__()
         check_loader_args(batch_size, num_workers)
-        check_fraction("--data.val_split", val_split, 0.1)
+        check_fraction("--data.val_split", val_split)
         if random_crop_padding < 0 or random_rotation < 0:
             raise UserError(
                 f"--data.random_crop_padding ({random_crop_padding}) and --data.random_rotation "
@@ -88,12 +88,11 @@ class ImageDataModule(LightningDataModule):
         self.persistent_workers, self.data_on_device = persistent_workers, data_on_device
         self.augment = BatchAugment(random_crop_padding, random_hflip, random_rotation)
         self._on_device: dict[tuple, TensorImages] = {}  # (id(host split), device) -> its copy there
-        self.train_set = self.val_set = self.test_set = None
 
     def load_splits(self) -> dict[str, tuple[Any, torch.Tensor]]:
         """The one method to implement: ``{"train": (images, labels), "val": ..., "test": ...}``, images as uint8
-        (N, C, H, W) tensors or whatever ``dataset`` takes (e.g. file paths). Only ``train`` is required; without
-        ``test``, ``test`` and ``predict`` refuse to run (the val split is never reported as test accuracy)."""
+        (N, C, H, W) tensors or what ``dataset`` takes. Only ``train`` is required; ``test`` and ``predict`` refuse
+        without ``test`` (the val split is never reported as test accuracy)."""
         raise NotImplementedError(f"{type(self).__name__} must implement load_splits()")
 
     def dataset(self, images: Any, labels: torch.Tensor) -> Dataset:
@@ -115,7 +114,7 @@ class ImageDataModule(LightningDataModule):
     ) -> tuple[tuple, tuple]:
         """``(kept, held out)``, stratified and seeded; ``option`` names the setting in errors, ``reserve`` how many
         more splits the kept part is cut into later (a class then needs one image more)."""
-        check_fraction(option, fraction, 0.1)
+        check_fraction(option, fraction)
         labels = torch.as_tensor(labels).long()
         counts = torch.bincount(labels)
         for c in counts.nonzero().flatten().tolist():
@@ -137,9 +136,8 @@ class ImageDataModule(LightningDataModule):
         from sklearn.model_selection import train_test_split  # imported here: ~0.2 s that only splitting needs
 
         seed = self.seed if seed is None else seed
-        parts = train_test_split(torch.arange(n), test_size=held, stratify=labels, random_state=seed)
-        pick = (lambda i: images[i]) if isinstance(images, torch.Tensor) else (lambda i: [images[j] for j in i])
-        return tuple((pick(index), labels[index]) for index in parts)
+        kept, out, kept_y, out_y = train_test_split(images, labels, test_size=held, stratify=labels, random_state=seed)
+        return (kept, kept_y), (out, out_y)
 
     @cached_property
     def _datasets(self) -> dict[str, Dataset]:
@@ -166,14 +164,13 @@ class ImageDataModule(LightningDataModule):
             self.setup(self.trainer.state.fn)
 
     def setup(self, stage: str | None = None) -> None:
-        stage = getattr(stage, "value", stage)
+        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn
         if stage in ("test", "predict") and "test" not in self._datasets:
             raise UserError(self.no_test_split(stage))
         self.train_set, self.val_set, self.test_set = (self._datasets.get(n) for n in ("train", "val", "test"))
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
         """Lightning's ``DistributedSampler`` shards training under DDP; evaluation counts every image once."""
-        assert dataset is not None, "setup() has not built this split"
         dataset, trainer, workers = self._device_copy(dataset), self.trainer, self.num_workers
         in_memory = isinstance(dataset, TensorImages)
         if workers == "auto":  # in-memory batches are one index: workers would only copy them
@@ -197,10 +194,9 @@ class ImageDataModule(LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if not isinstance(dataset, TensorImages) or device.type == "cpu" or self.data_on_device is False:
             return dataset
-        key = (id(dataset), device)  # the datasets live as long as self
-        if key not in self._on_device:
-            self._on_device[key] = TensorImages(*(tensor.to(device) for tensor in dataset.tensors))
-        return self._on_device[key]
+        if (id(dataset), device) not in self._on_device:  # copied once: the datasets live as long as self
+            self._on_device[id(dataset), device] = TensorImages(*(tensor.to(device) for tensor in dataset.tensors))
+        return self._on_device[id(dataset), device]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)  # the only shuffled loader: evaluation order stays fixed

@@ -4,7 +4,7 @@ from typing import Any
 
 import torch
 
-from src.data.base import ImageDataModule, check_fraction
+from src.data.base import ImageDataModule
 
 
 class DigitsDataModule(ImageDataModule):
@@ -19,7 +19,6 @@ class DigitsDataModule(ImageDataModule):
         Args:
             test_split: fraction of all images held out as the test split (always the same images).
         """
-        check_fraction("--data.test_split", test_split, 0.2)
         super().__init__(**kwargs)
         self.test_split = test_split
 

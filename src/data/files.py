@@ -59,23 +59,21 @@ def find_images(path: str | Path) -> list[Path]:
     return images
 
 
-def read_all(paths: list[Path], read: Callable, skip: bool = False, fix: str = "Remove it or fix it.") -> tuple:
-    """``(positions, results)`` of the files ``read`` reads; an unreadable one stops the run (or, ``skip``, warns)."""
+def read_all(
+    paths: list[Path], read: Callable | None = None, skip: bool = False, fix: str = "Remove it or fix it."
+) -> tuple:
+    """``(positions, results)`` of the files ``read`` reads; an unreadable one stops the run (or, ``skip``, warns).
+    Without ``read``, only headers are opened: cheap, a non-image fails then (a truncated file only when decoded)."""
     kept, results = [], []
     for i, path in enumerate(paths):
         try:
-            results.append(read(path))
+            results.append(read(path) if read else Image.open(path).close())
             kept.append(i)
         except OSError as err:  # PIL's UnidentifiedImageError and truncated files are OSErrors
             if not skip:
                 raise UserError(f"cannot read image {path} ({err}). {fix}") from None
             warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
     return kept, results
-
-
-def open_header(path: Path) -> None:
-    """Cheap: a non-image fails here, before any training (a truncated file only when decoded)."""
-    Image.open(path).close()
 
 
 class ImageFiles(Dataset):
@@ -110,7 +108,7 @@ class FilesDataModule(LightningDataModule):
         super().__init__()
         check_loader_args(batch_size, num_workers)
         self.paths = find_images(path)
-        read_all(self.paths, open_header)  # an unreadable image stops here, before any run directory exists
+        read_all(self.paths)  # an unreadable image stops here, before any run directory exists
         self.batch_size, self.num_workers = batch_size, num_workers
 
     def setup(self, stage: str) -> None:

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import find_classes, make_dataset
 
 from src.data.base import ImageDataModule, TensorImages
-from src.data.files import IMAGE_SUFFIXES, ImageFiles, open_header, read_all, read_image
+from src.data.files import IMAGE_SUFFIXES, ImageFiles, read_all, read_image
 from src.errors import UserError
 
 
@@ -89,7 +89,7 @@ class ImageFolderDataModule(ImageDataModule):
     def dataset(self, paths: list[Path], labels: torch.Tensor) -> Dataset:
         """Decoded once into memory, or streamed (headers opened now, so non-images fail before training)."""
         channels, size = self.input_shape[0], self.input_shape[1:]
-        read = (lambda path: read_image(path, channels, size)) if self.in_memory else open_header
+        read = (lambda path: read_image(path, channels, size)) if self.in_memory else None  # headers only
         kept, images = read_all(paths, read, self.skip_corrupt, "Remove it, or pass --data.skip_corrupt true.")
         if self.in_memory:
             return TensorImages(torch.stack(images), labels[kept])

@@ -65,17 +65,15 @@ class TorchvisionDataModule(ImageDataModule):
         self.prepare_data()  # a no-op once the files are there; setup() may run without it, e.g. in a notebook
         root = self._root()
         try:
-            train, test = (self.dataset_cls(str(root), train=train, download=False) for train in (True, False))
+            sets = {name: self.dataset_cls(str(root), train=name == "train") for name in ("train", "test")}
         except RuntimeError as err:  # torchvision's checksum test failed
             raise UserError(
                 f"{self.dataset_cls.__name__} files in {root} are incomplete or corrupted ({err}). Delete them, "
                 "then run again to download or extract them afresh."
             ) from None
-        return {"train": self.to_tensors(train), "test": self.to_tensors(test)}
-
-    def to_tensors(self, dataset: datasets.VisionDataset) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (N, C, H, W) images (MNIST's are (N, H, W), CIFAR's (N, H, W, C))."""
-        return channels_first(torch.as_tensor(dataset.data), (1, 3)).contiguous(), torch.as_tensor(dataset.targets)
+        # uint8 (N, C, H, W) images: MNIST's are (N, H, W), CIFAR's (N, H, W, C).
+        images = {name: channels_first(torch.as_tensor(d.data), (1, 3)).contiguous() for name, d in sets.items()}
+        return {name: (images[name], torch.as_tensor(d.targets)) for name, d in sets.items()}
 
 
 class MNISTDataModule(TorchvisionDataModule):
