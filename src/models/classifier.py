@@ -19,10 +19,6 @@ from src.errors import UserError
 from src.models.networks import InitScheme, NetworkFactory, SimpleCNN, check_network, init_weights, param_groups
 from src.models.preprocess import InputSpec, Preprocess
 
-#: Training steps between checks for a diverged (NaN/inf) loss; also checked at every epoch end.
-DIVERGENCE_CHECK_EVERY = 20
-Batch = tuple[torch.Tensor, torch.Tensor]
-
 
 def probabilities(out: torch.Tensor) -> torch.Tensor:
     """Class probabilities from the model's output: logits, or the log-probabilities of ``loss='nll'``."""
@@ -91,18 +87,19 @@ class ImageClassifier(LightningModule):
         if compile:
             self.net.compile()  # in place: parameter names, and so checkpoints, stay those of the plain network
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        keywords = getattr(scheduler, "keywords", {})  # jsonargparse hands a partial of the init_args
+        #: The scheduler's length (``total_steps`` left empty, as OneCycleLR allows) comes from the run.
+        self.scheduler_spans_run = keywords.get("total_steps", 0) is None and keywords.get("epochs") is None
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"--model.label_smoothing {label_smoothing} must be in [0, 1), e.g. 0.1 (0 = off)")
-        # On log-probabilities (the nll head) cross-entropy equals NLL, so smoothing works for both heads.
-        plain_nll = loss == "nll" and not label_smoothing
-        self.criterion = nn.NLLLoss() if plain_nll else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # On the nll head's log-probabilities cross-entropy is their NLL: one loss for both heads, smoothing included.
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(2, *input_shape)
         try:  # a bad lr_multipliers prefix or optimiser/scheduler argument (``lr: -1``) fails before any run directory
             self.configure_optimizers(steps=100)
         except (ValueError, TypeError) as err:
             raise UserError(f"--model.optimizer / --model.scheduler: {err}") from None
-        # Validation runs inside a training epoch, so their states are apart; a test never overlaps a validation, so
-        # they share theirs. No NaN filtering: a diverged loss must show as NaN.
+        # Validation runs inside a training epoch, a test never overlaps it. No NaN filtering: divergence must show.
         self.train_loss, self.eval_loss = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         # The validation or test epoch's, synchronised on compute(): its accuracies, the report and the dashboard.
@@ -112,14 +109,12 @@ class ImageClassifier(LightningModule):
         self.val_acc_best.persistent(True)
 
     @classmethod
-    def from_checkpoint(
-        cls, checkpoint: str | Path | dict, device: str | torch.device = "cpu", label: str | None = None, **overrides
-    ) -> "ImageClassifier":
-        """The model a checkpoint (a path, or a dict from ``read_checkpoint``; without ``state_dict``: untrained) holds,
-        in eval mode, from its hyper-parameters alone (``overrides`` replace some); ``label`` names it in errors."""
+    def from_checkpoint(cls, checkpoint: str | Path | dict, label: str | None = None, **overrides) -> "ImageClassifier":
+        """The model a checkpoint (a path, or a dict from ``read_checkpoint``; no ``state_dict``: untrained) holds, on
+        the CPU in eval mode, from its hyper-parameters (``overrides`` replace some); ``label`` names it in errors."""
         from src.models.restore import from_checkpoint  # not needed by a fit from scratch
 
-        return from_checkpoint(cls, checkpoint, label, **overrides).to(device)
+        return from_checkpoint(cls, checkpoint, label, **overrides)
 
     def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Logits (log-probabilities with ``loss='nll'``) of uint8 or [0, 1] float images, any channels and size, a
@@ -143,7 +138,7 @@ class ImageClassifier(LightningModule):
             charts = {"Loss": {"Training vs. Validation Loss": ["Multiline", ["train/loss", "val/loss"]]}}
             self.logger.experiment.add_custom_scalars(charts)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self(batch[0])
         loss = self.criterion(out, batch[1])
         self.train_loss.update(loss.detach())
@@ -151,7 +146,7 @@ class ImageClassifier(LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if (batch_idx + 1) % DIVERGENCE_CHECK_EVERY == 0:
+        if (batch_idx + 1) % 20 == 0:  # every 20 steps, and at every epoch end
             self._stop_if_diverged()
 
     def _stop_if_diverged(self) -> None:
@@ -172,7 +167,7 @@ class ImageClassifier(LightningModule):
         self.log("train/loss", self.train_loss, prog_bar=True)
         self.log("train/acc", self.train_acc)
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Also ``test_step``: the epoch's metrics; the probabilities are for callbacks (the dashboard)."""
         out, y = self(batch[0]), batch[1]
         stage = "test" if self.trainer.testing else "val"
@@ -185,8 +180,7 @@ class ImageClassifier(LightningModule):
         self.confusion.reset()  # also before the sanity check's batches
 
     def on_validation_epoch_end(self) -> None:
-        """The accuracies from the confusion matrix (alike on every rank), and the best validation accuracy so far
-        (not of the sanity check's few batches)."""
+        """Accuracies from the confusion matrix (alike on every rank); the best val accuracy, not the sanity check's."""
         stage, confusion = "test" if self.trainer.testing else "val", self.confusion.compute()
         accuracy = confusion.diag().sum() / confusion.sum().clamp(min=1)
         self.log(f"{stage}/acc", accuracy, prog_bar=stage == "val", sync_dist=True, reduce_fx="max")
@@ -207,11 +201,10 @@ class ImageClassifier(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A checkpoint holds every weight: its hyper-parameters rebuild the network without weight files."""
-        restore_args = getattr(self.net, "restore_args", None)
         network = checkpoint.get("hyper_parameters", {}).get("network")
-        if callable(restore_args) and isinstance(network, dict) and "init_args" in network:
+        if getattr(self.net, "restore_args", None) and isinstance(network, dict) and "init_args" in network:
             hparams = checkpoint["hyper_parameters"] = copy.deepcopy(checkpoint["hyper_parameters"])
-            hparams["network"]["init_args"].update(restore_args())
+            hparams["network"]["init_args"].update(self.net.restore_args())
 
     def configure_optimizers(self, steps: float | None = None) -> dict:
         """The optimiser over named parameter groups (per-layer learning rates), plus the scheduler if any; ``steps``:
@@ -223,20 +216,13 @@ class ImageClassifier(LightningModule):
             group["lr"] *= group.pop("lr_multiplier", 1.0)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        interval, length = hparams.get("scheduler_interval", "epoch"), {}
-        if self.scheduler_spans_run:  # it gets its length (only then are the trainer and its run length needed)
-            if steps is None:
-                self.check_run_length(self.trainer.max_epochs, self.trainer.max_steps)
-                steps = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
-            length = {"total_steps": int(steps)}
+        interval = hparams.get("scheduler_interval", "epoch")
+        if self.scheduler_spans_run and steps is None:  # only then are the trainer and its run length needed
+            self.check_run_length(self.trainer.max_epochs, self.trainer.max_steps)
+            steps = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+        length = {"total_steps": int(steps)} if self.scheduler_spans_run else {}
         scheduler = {"scheduler": self.scheduler_factory(optimizer, **length), "interval": interval}
         return {"optimizer": optimizer, "lr_scheduler": {**scheduler, "monitor": "val/loss"}}
-
-    @property
-    def scheduler_spans_run(self) -> bool:
-        """Whether the scheduler's length (``total_steps`` left empty, as OneCycleLR allows) comes from the run."""
-        keywords = getattr(self.scheduler_factory, "keywords", {})  # jsonargparse hands a partial of the init_args
-        return "total_steps" in keywords and keywords["total_steps"] is None and keywords.get("epochs") is None
 
     def check_run_length(self, max_epochs: int | None, max_steps: int) -> None:
         """A scheduler spanning the run needs a finite one: refuse an endless run before anything is written."""

@@ -1,9 +1,7 @@
-"""Finetuning strategies for networks with a ``backbone`` (see ``TransferNet``): which backbone blocks train when.
-
-The optimiser holds every parameter from the start, so its groups and the scheduler never change. DDP reduces the
-parameters that required a gradient when it wrapped the model, so ``requires_grad`` changes only in ``setup`` (for a
-backbone that never trains); otherwise frozen blocks' gradients are dropped before the step: no update, momentum or
-weight decay, alike on every rank. The phase follows the epoch, so a resumed run lands in the right one."""
+"""Finetuning strategies for networks with a ``backbone``: which backbone blocks train when. The optimiser holds
+every parameter throughout (its groups and the scheduler never change). DDP reduces what required a gradient when it
+wrapped the model, so ``requires_grad`` changes only in ``setup``; later, frozen blocks' gradients are dropped before
+the step, alike on every rank. The phase follows the epoch, so a resumed run lands in the right one."""
 
 from typing import Literal
 
@@ -12,13 +10,6 @@ from torch import nn
 from torch.optim import Optimizer
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-
-
-def backbone_stages(backbone: nn.Module) -> list[nn.Module]:
-    """The backbone's blocks, input to output: ``features[i]`` (MobileNet, EfficientNet, CNN), else the children with
-    parameters (ResNet's stem layers and ``layer1``..``layer4``)."""
-    container = backbone.features if isinstance(getattr(backbone, "features", None), nn.Sequential) else backbone
-    return [m for m in container.children() if any(True for _ in m.parameters())]
 
 
 class TransferFinetuning(Callback):
@@ -53,7 +44,9 @@ class TransferFinetuning(Callback):
         until = {"freeze": float("inf"), "freeze_unfreeze": self.unfreeze_at_epoch, "milestones": self.milestones[0]}
         blocks = [backbone] if epoch < until.get(self.strategy, 0) else []
         if self.strategy == "milestones" and self.milestones[0] <= epoch < self.milestones[1]:
-            stages = backbone_stages(backbone)
+            # Blocks in order: features[i] (MobileNet, EfficientNet, CNN), else the children with parameters (ResNet).
+            parts = backbone.features if isinstance(getattr(backbone, "features", None), nn.Sequential) else backbone
+            stages = [m for m in parts.children() if any(True for _ in m.parameters())]
             blocks = stages[: max(len(stages) - self.top_stages, 0)]
         modules = {m for block in blocks for m in block.modules()}
         return backbone, {m for m in modules if not (self.train_bn and isinstance(m, BATCH_NORMS))}
@@ -61,9 +54,8 @@ class TransferFinetuning(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Before DDP wraps the model: a backbone that never trains stops needing gradients."""
         if stage == "fit" and self.strategy == "freeze":
-            for module in self.frozen_modules(pl_module, 0)[1]:
-                for param in module.parameters(recurse=False):
-                    param.requires_grad = False
+            for param in (p for m in self.frozen_modules(pl_module, 0)[1] for p in m.parameters(recurse=False)):
+                param.requires_grad = False
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Every training epoch, also the first after a resume: set this epoch's phase."""

@@ -1,12 +1,11 @@
-"""Networks, and the contract every network keeps: a plain ``nn.Module`` that maps an image batch to logits.
+"""Networks, and the contract every network keeps: a plain ``nn.Module``, ``__init__(input_shape, num_classes,
+**yaml_args)`` ((C, H, W) and the class count from the data), ``forward``: a normalised float (N, C, H, W) batch ->
+(N, num_classes) logits. Optional attributes (absent or ``None``: the default; ``check_network`` refuses a wrong kind):
+``input_spec``, the ``InputSpec`` pretrained weights expect (default: the data's); ``backbone``, the pretrained part
+(finetuning freezes it, ``lr_multipliers`` can name it, weight init skips it); ``restore_args()``, init arguments that
+rebuild it without weight files; ``features``, what transfer reuses (default: all but the last ``nn.Linear``)."""
 
-``__init__(input_shape, num_classes, **yaml_args)``, (C, H, W) and the class count from the data module; ``forward``:
-a normalised float (N, C, H, W) batch -> (N, num_classes) logits. Optional attributes (absent or ``None``: the default;
-``check_network`` refuses a wrong kind in one line): ``input_spec``, the ``InputSpec`` pretrained weights expect
-(default: the data's); ``backbone``, the pretrained submodule: finetuning freezes it, ``lr_multipliers`` can name it,
-weight init skips it (default: none); ``restore_args()``, init arguments that rebuild the network without its weight
-files; ``features``, what transfer learning reuses (default: the network but its last ``nn.Linear``)."""
-
+import itertools
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Literal
@@ -24,15 +23,15 @@ InitScheme = Literal["default", "kaiming", "xavier"]
 INITS = {"kaiming": partial(nn.init.kaiming_normal_, nonlinearity="relu"), "xavier": nn.init.xavier_uniform_}
 
 
-def check_network(net: Any, option: str = "--model.network") -> nn.Module:
+def check_network(net: Any) -> nn.Module:
     """``net`` when it keeps the contract; otherwise one line naming what is wrong."""
     if not isinstance(net, nn.Module):
-        raise UserError(f"{option} built a {type(net).__name__}, not an nn.Module: see src/models/networks.py")
+        raise UserError(f"--model.network built a {type(net).__name__}, not an nn.Module: see src/models/networks.py")
     for name, kind in {"input_spec": InputSpec, "backbone": nn.Module, "restore_args": Callable}.items():
         value = getattr(net, name, None)
         if value is not None and not isinstance(value, kind):
             raise UserError(
-                f"{option} {type(net).__name__}: attribute {name} is a {type(value).__name__}, it must be a "
+                f"--model.network {type(net).__name__}: attribute {name} is a {type(value).__name__}, it must be a "
                 f"{kind.__name__} or absent (see src/models/networks.py)"
             )
     return net
@@ -54,9 +53,8 @@ def init_weights(net: nn.Module, scheme: InitScheme = "default") -> None:
 
 
 def param_groups(net: nn.Module, lr_multipliers: dict[str, float], decay_all: bool = True) -> list[dict]:
-    """Optimiser parameter groups by ``lr_multipliers`` prefix (``backbone``: 0.1), the rest ``default``; the
-    multiplier travels as ``lr_multiplier``. Without ``decay_all``, 1-D parameters (BatchNorm, biases) get no weight
-    decay (shrinking them only fights the norm)."""
+    """Optimiser groups by ``lr_multipliers`` prefix (``backbone``: 0.1, kept as ``lr_multiplier``), the rest
+    ``default``; without ``decay_all``, 1-D parameters (BatchNorm, biases) get no weight decay (it fights the norm)."""
     groups: dict[str, list[nn.Parameter]] = {prefix: [] for prefix in lr_multipliers} | {"default": []}
     for name, param in net.named_parameters():
         groups[next((p for p in lr_multipliers if name == p or name.startswith(p + ".")), "default")].append(param)
@@ -75,11 +73,10 @@ def param_groups(net: nn.Module, lr_multipliers: dict[str, float], decay_all: bo
 
 
 def flat_size(features: nn.Module, input_shape: Sequence[int]) -> int:
-    """Size of ``features``' output for one image, by a dry run in eval mode (BatchNorm then needs no batch)."""
-    training = features.training
+    """``features``' output size for one image: a dry run in eval mode (BatchNorm needs no batch), then train mode."""
     with torch.no_grad():
         size = features.eval()(torch.zeros(1, *input_shape)).flatten(1).shape[1]
-    features.train(training)
+    features.train()
     return size
 
 
@@ -97,12 +94,11 @@ class FullyConnected(nn.Module):
         """``hidden_sizes``: width of each hidden layer, ``dropout`` after each; ``batch_norm`` before each ReLU."""
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
-        width = int(torch.tensor(input_shape).prod())
-        for size in hidden_sizes:
+        widths = [int(torch.tensor(input_shape).prod()), *hidden_sizes]
+        for width, size in itertools.pairwise(widths):
             layers += [nn.Linear(width, size), *([nn.BatchNorm1d(size)] if batch_norm else [])]
             layers += [nn.ReLU(inplace=True), nn.Dropout(dropout)]
-            width = size
-        self.layers = nn.Sequential(*layers, nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -163,10 +159,9 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(*_conv_bn_relu(channels, channels), *_conv_bn_relu(channels, channels)[:2])
-        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(x + self.body(x))
+        return torch.relu(x + self.body(x))
 
 
 class ResNet(ConvNet):
@@ -198,8 +193,7 @@ class ResNet(ConvNet):
         channels, size = input_shape[0], min(input_shape[1:])
         for width, depth in zip(widths, blocks, strict=True):
             conv, norm, relu = _conv_bn_relu(channels, width)
-            # Pool before BatchNorm and ReLU: max-pooling commutes with ReLU, and with BatchNorm while its scale is
-            # positive, so the function is (nearly) the same with a quarter of the normalising work.
+            # Pool first: max-pool commutes with ReLU and BatchNorm (positive scale): same function, 1/4 the BN work.
             pool, size = ([nn.MaxPool2d(2)], size // 2) if size >= 2 else ([], size)
             layers += [conv, *pool, norm, relu, *(ResidualBlock(width) for _ in range(depth))]
             channels = width

@@ -1,6 +1,5 @@
-"""The model's input pipeline: raw pixels of any kind -> what the network was trained on. It lives inside the
-LightningModule and its statistics are buffers saved in every checkpoint, so a checkpoint alone turns images into
-class names: nothing is re-derived from whatever data is configured later."""
+"""The model's input pipeline: raw pixels of any kind -> what the network was trained on. Its statistics are buffers
+of the LightningModule, so a checkpoint alone turns images into class names (nothing re-derived from later data)."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,15 +30,13 @@ def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
         if x.dtype == torch.uint8:  # PIL's exact integer formula for convert("L")
             r, g, b = x.int().unbind(1)
             return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).unsqueeze(1).to(torch.uint8)
-        weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x * weights).sum(1, keepdim=True)
+        return (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
     raise ValueError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
 
 
 class Preprocess(nn.Module):
-    """uint8 (scaled to [0, 1]) or [0, 1] float images, a (N, C, H, W) batch or a list of (C, H, W) images of any
-    channels and size -> the network's channels, size and normalisation. ``mean``/``std`` are buffers, so they follow
-    ``.half()`` / ``.to(torch.bfloat16)`` and the output has the model's own dtype."""
+    """uint8 or [0, 1] float images, a (N, C, H, W) batch or a list of (C, H, W), any channels and size -> the network's
+    channels, size and normalisation, in the dtype of the ``mean``/``std`` buffers (which follow ``.half()``)."""
 
     def __init__(self, spec: InputSpec) -> None:
         super().__init__()
@@ -59,7 +56,3 @@ class Preprocess(nn.Module):
     def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         x = self.pixels(x).to(self.mean.device)
         return ((x - self.mean.float()) / self.std.float()).to(self.mean.dtype)
-
-    def extra_repr(self) -> str:
-        mean, std = (", ".join(f"{v:.4f}" for v in t.flatten().tolist()) for t in (self.mean, self.std))
-        return f"channels={self.channels}, size={self.size}, mean=({mean}), std=({std})"

@@ -3,7 +3,7 @@ a checkpoint is opened (``ImageClassifier.from_checkpoint``), not by a fit from 
 
 import contextvars
 import copy
-import importlib
+import pydoc
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,7 @@ ALTERED = "; the checkpoint was changed or written by other code: use one writte
 
 
 def check_hparams(hparams: dict[str, Any], label: str, model_class: type = LightningModule) -> None:
-    """Each class a checkpoint's hyper-parameters name is of the expected kind, before anything is built from them:
-    a tampered checkpoint is one line naming ``label`` (the checkpoint) and the key."""
+    """Each class the hyper-parameters name is of the expected kind before anything is built: else one line."""
     kinds = {
         "network": (nn.Module, "network class (nn.Module)"),
         "optimizer": (Optimizer, "torch.optim optimizer class"),
@@ -32,10 +31,9 @@ def check_hparams(hparams: dict[str, Any], label: str, model_class: type = Light
     for key, (base, kind) in kinds.items():
         value = hparams.get(key)
         path = value.get("class_path") if isinstance(value, dict) else value
-        module, _, name = str(path).rpartition(".")
         try:
-            found = getattr(importlib.import_module(module), name, None) if isinstance(path, str) else base
-        except (ImportError, ValueError):
+            found = pydoc.locate(path) if isinstance(path, str) else base
+        except pydoc.ErrorDuringImport:  # the module exists but its import fails
             found = None
         if not (isinstance(found, type) and issubclass(found, base)):
             key += ".class_path" if isinstance(value, dict) else ""

@@ -1,7 +1,5 @@
-"""Transfer learning: a pretrained ``backbone`` with a new ``head`` sized for the data. The backbone is a torchvision
-classification model without its last ``nn.Linear``, or the network of a checkpoint of this template: its own
-``backbone``, else its convolutional ``features`` (they transfer better than class-specific hidden layers), else all
-of it but its last ``nn.Linear``."""
+"""Transfer learning: a pretrained ``backbone``, from torchvision or a checkpoint of this template, with a new ``head``
+sized for the data."""
 
 import os
 from collections import OrderedDict
@@ -29,8 +27,7 @@ def _drop_last_linear(model: nn.Module) -> None:
 
 
 def _torchvision(backbone: str, weights: str | dict | None, path: str = "") -> tuple[nn.Module, InputSpec]:
-    """``backbone`` with ``weights`` (a weights name, a state dict read from ``path``, or none) without its classifier
-    layer, and its input spec from the weights' ``transforms()`` metadata (no download)."""
+    """``backbone`` without its classifier, with ``weights`` (a name, a state dict read from ``path``, or none)."""
     enum, named = torchvision.models.get_model_weights(backbone), None
     if isinstance(weights, str):
         if weights not in enum.__members__:
@@ -43,9 +40,8 @@ def _torchvision(backbone: str, weights: str | dict | None, path: str = "") -> t
             cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(named.url)
             raise UserError(
                 f"pretrained weights {named} for {backbone} are not in the torch hub cache ({cached}) and could not "
-                f"be downloaded ({type(err).__name__}). Either put a weights file there or pass one with "
-                f"--model.network.weights FILE (a torchvision state_dict or a .ckpt of this template), or train "
-                "without pretrained weights: --model.network.weights null"
+                f"be downloaded ({type(err).__name__}): put the file there, pass one with --model.network.weights FILE "
+                "(a torchvision state_dict or a template .ckpt), or train from scratch: --model.network.weights null"
             ) from None
     model = torchvision.models.get_model(backbone, weights=None)
     missing, unexpected = model.load_state_dict(weights, strict=False) if weights is not None else ([], [])
@@ -60,9 +56,10 @@ def _torchvision(backbone: str, weights: str | dict | None, path: str = "") -> t
 
 
 def _template_backbone(checkpoint: dict, label: str) -> tuple[nn.Module, InputSpec]:
-    """The reusable part of a template checkpoint's network (trained, if it has weights), and its input spec."""
+    """The reusable part of a template checkpoint's network (trained, if it has weights): its ``backbone``, else its
+    ``features`` (they transfer better than class-specific hidden layers), else all but its last ``nn.Linear``."""
     model = ImageClassifier.from_checkpoint(checkpoint, label=label, compile=False)
-    net = model.net.train()
+    net = model.net
     if isinstance(getattr(net, "backbone", None), nn.Module):
         return net.backbone, model.input_spec
     if isinstance(getattr(net, "features", None), nn.Module):
@@ -88,9 +85,8 @@ class TransferNet(nn.Module):
         """
         Args:
             backbone: torchvision model name (resnet18/34/50, mobilenet_v3_small/large, efficientnet_b0, ...).
-            weights: a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``, ...; downloaded into the torch hub
-                cache when online), a local file (a torchvision ``state_dict`` of ``backbone``, or a ``.ckpt`` of
-                this template, whose network then becomes the backbone), or ``null`` for random initialisation.
+            weights: a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``, ...: hub cache, else downloaded), a
+                file (a ``state_dict`` of ``backbone``, or a template ``.ckpt``: its network), or null (random init).
             input_size: side length images are resized to; ``None``: the weights' own (224 for ImageNet weights).
             dropout: dropout before the new linear head.
             source: set by the template: the network of the checkpoint the backbone came from (rebuilt without it).
