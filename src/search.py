@@ -79,8 +79,7 @@ def counted(study: optuna.Study) -> int:
 
 
 def recover(study: optuna.Study) -> None:
-    """A trial a killed search left RUNNING becomes FAIL; every interrupted or errored trial runs again first
-    (Optuna's retry copies its values and grid point)."""
+    """RUNNING trials of a killed search become FAIL; interrupted or errored ones run again first (Optuna's retry)."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)
         print(f"trial {t.number} was interrupted: marked FAIL, queued again")
