@@ -1,5 +1,4 @@
-"""The one checkpoint reader (weights-only: no code in the file runs) and the checks of a checkpoint against the
-command line. Imported when a checkpoint is opened, not by a fit from scratch."""
+"""The one checkpoint reader (weights-only: no code in the file runs) and its checks against the command line."""
 
 from pathlib import Path
 from typing import Any
@@ -46,8 +45,7 @@ def read_checkpoint(ckpt_path: str | Path, option: str = "--ckpt_path", template
 
 
 def apply_hparams(parser: Any, config: Any, ckpt_path: str, hparams: dict, run_dir: Path | None) -> Any:
-    """``config`` with the checkpoint's hyper-parameters as the model's (a checkpoint is the model); a ``--config``
-    of another network, or hyper-parameters that do not parse (edited, another version) are one line."""
+    """``config`` with the checkpoint's hyper-parameters as the model's; another network or bad ones are one line."""
     section = config[config.subcommand]
     network, given = hparams.get("network"), (section.get("model") or {}).get("network")
     trained = str(network.get("class_path")) if isinstance(network, dict) else None

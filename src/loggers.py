@@ -1,5 +1,4 @@
-"""A run's saved config, and Lightning's TensorBoard logger without the ``epoch`` chart and ``hp_metric``, with one
-HPARAMS table per run of readable knobs (no internal keys, no paths) against ``val/acc_best`` and ``test/acc``."""
+"""A run's saved config, and Lightning's TensorBoard logger with one HPARAMS table per run of readable knobs."""
 
 import os
 from argparse import Namespace
@@ -25,8 +24,7 @@ SKIP = {
 
 
 def readable_hparams(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A config flattened to ``{"network": "SimpleCNN", "optimizer.lr": 0.001, ...}``: a class becomes its short
-    name plus one key per init argument; internal keys, paths and ``SKIP`` are left out."""
+    """A config flattened to ``{"network": "SimpleCNN", "optimizer.lr": 0.001}``: classes by name, no paths, no SKIP."""
     flat: dict[str, Any] = {}
     for key, value in params.items():
         if key.startswith("_") or key in SKIP or value is None:

@@ -1,5 +1,4 @@
-"""The learning-rate range test behind ``python -m src.train lr_find``: Lightning's ``Tuner.lr_find``, a suggestion
-that holds up on a log-spaced ladder, the flag to paste and the plot. Imported only when the subcommand runs."""
+"""``python -m src.train lr_find``: Lightning's range test, a suggestion per decade, the flag to paste and the plot."""
 
 import math
 from pathlib import Path
@@ -19,9 +18,8 @@ MIN_BATCHES = 20
 
 
 def debiased(losses: list[float]) -> list[float]:
-    """Adapter for Lightning 2.6's LR-finder loss record (the raw losses are not public): it divides the n-th running
-    average by ``1 - beta**(n + 2)``, not ``1 - beta**(n + 1)``, so the curve starts at half the true loss (Lightning
-    #14167). tests/test_lr_find.py fails when Lightning changes this record."""
+    """Adapter for Lightning 2.6's LR-finder loss record (raw losses are not public): its bias correction is off by one
+    (Lightning #14167), so the curve starts at half the loss. tests/test_lr_find.py fails when Lightning changes it."""
     return [loss * (1 - BETA ** (n + 2)) / (1 - BETA ** (n + 1)) for n, loss in enumerate(losses)]
 
 

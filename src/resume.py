@@ -1,5 +1,4 @@
-"""Checkpoints a run can resume from exactly: always whole (written beside their target, then renamed over it), and
-holding every process's random generator states, so a resumed run continues like an uninterrupted one."""
+"""Checkpoints a run resumes from exactly: always whole, and holding every process's random generator states."""
 
 import os
 import random
@@ -16,8 +15,7 @@ from src.distributed import gather_objects
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """A process killed at any moment leaves the previous checkpoint or the new one, never a truncated file: staged
-    beside its target (not in the temp dir, maybe another filesystem), synced, ``os.replace``d. Remote: Lightning's."""
+    """Never a truncated file: staged beside the target (the temp dir may be another filesystem), synced, renamed."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if "://" in str(path) or storage_options is not None:

@@ -1,6 +1,5 @@
 """``python -m src.search --config C --space configs/search/cnn.yaml --trials 20 [overrides]`` (docs/tune.md): each
-trial is an ordinary ``fit`` with its values as overrides, pruned by ``MedianPruner``; run again, the study in
-``logs/search-<study>/`` continues. One device: under DDP, Lightning would start the search in every process."""
+trial a ``fit``, pruned by ``MedianPruner``; rerun, it continues. One device: DDP would start a search per process."""
 
 import argparse
 import csv

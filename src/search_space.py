@@ -1,5 +1,4 @@
-"""The search space of ``src.search``: a YAML file of dotted CLI keys -> Optuna choices or ranges, checked against the
-training CLI (built, not run, with each key's extreme values) before any study exists."""
+"""``src.search``'s space: dotted CLI keys -> Optuna choices or ranges, checked by building the CLI before any study."""
 
 import contextlib
 import io
@@ -22,8 +21,7 @@ Space = dict[str, tuple[str, dict[str, Any]]]
 
 
 def load_space(path: str) -> tuple[Space, dict[str, list]]:
-    """The space file as Optuna suggestions and GridSampler's space (choices, or ``grid:``), read as the CLI reads
-    configs (``1e-4`` is a number); Optuna's distributions check the ranges."""
+    """The file as Optuna suggestions and GridSampler's space (choices, or ``grid:``), read as the CLI reads configs."""
     try:
         spec = get_loader("yaml")(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:  # a missing file, or not YAML
@@ -79,8 +77,7 @@ def build(args: list[str]) -> tuple[ClassifierCLI | None, str]:
 
 
 def check_space(space: Space, base: list[str], where: str) -> None:
-    """Build the CLI with every key's lowest value, its highest, and the lowest with each other choice; name the
-    first override it refuses, the class that override applies to, and the telling line of the CLI's error."""
+    """Build the CLI with every key's lowest value, its highest, each other choice; name the first override refused."""
     ends = {k: kw.get("choices") or (kw["low"], kw["high"]) for k, (_, kw) in space.items()}
     low, high = {k: v[0] for k, v in ends.items()}, {k: v[-1] for k, v in ends.items()}
     for args in map(overrides, [low, high, *({**low, k: c} for k, v in ends.items() for c in v[1:-1])]):

@@ -36,9 +36,8 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 
 
 def config_files_first(argv: list[str]) -> list[str]:
-    """``argv`` with every config file (``--config F``, ``--data F.yaml``, ...) before every flag, each group in
-    its own order: jsonargparse applies arguments left to right, so a config named after a flag would silently
-    undo it (a run's ``config.yaml`` holds ``ckpt_path: null``)."""
+    """``argv`` with every config file (``--config F``, ``--data F.yaml``) before every flag, each group in order:
+    jsonargparse applies them left to right, so a later config undoes a flag (a run's holds ``ckpt_path: null``)."""
     head = argv[:1] if argv[:1] and not argv[0].startswith("-") else []
     parts: dict[bool, list[str]] = {True: [], False: []}  # is a config file: its arguments
     i = len(head)
@@ -87,8 +86,7 @@ class QuietUsageParser(LightningArgumentParser):
 
 
 class ClassifierCLI(LightningCLI):
-    """LightningCLI with the template's wiring: shapes from the data, best + last checkpoints, LR logging,
-    evaluations logged into the checkpoint's own run, test report and TensorBoard images."""
+    """LightningCLI with the template's wiring: shapes from the data, checkpoints, evaluations logged into their run."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         argv = list(sys.argv[1:] if kwargs.get("args") is None else kwargs["args"])
@@ -178,8 +176,7 @@ class ClassifierCLI(LightningCLI):
         ``parse_arguments`` did it through the one checkpoint reader. Guarded by tests/test_never_silently_wrong.py."""
 
     def before_instantiate_classes(self) -> None:
-        """Where the run's files go: runs of a checkpoint into its run directory (a resumed fit purges its events
-        from the checkpoint's step on), a run without a logger into a fresh ``logs/no_logger/version_<n>``."""
+        """A checkpoint's runs log into its run (a resumed fit purges later events); no logger: logs/no_logger."""
         if not (subcommand := self.subcommand):
             return
         trainer, run_dir = self.config[subcommand]["trainer"], self.ckpt_run_dir

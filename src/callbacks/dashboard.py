@@ -37,8 +37,7 @@ def confusion_figure(confusion: torch.Tensor, class_names: Sequence[str], title:
 
 
 def image_grid_figure(images: torch.Tensor, captions: Sequence[str], title: str, columns: int = 8) -> Figure:
-    """[0, 1] float images (N, C, H, W), grey or RGB, each with its caption, in a grid: one mosaic in one Axes
-    (an Axes per image makes drawing the samples before the first step several times slower)."""
+    """[0, 1] float images (N, C, H, W), grey or RGB, captioned, in a grid: one mosaic (an Axes each is far slower)."""
     pixels = images.detach().float().clamp(0, 1).cpu()
     ppi = max(pixels.shape[-2:]) / 1.45  # mosaic pixels per inch: each image's longer side spans 1.45 inches
     lines = max((c.count("\n") + 1 for c in captions), default=1)

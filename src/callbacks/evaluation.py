@@ -1,5 +1,4 @@
-"""What ``test`` and ``predict`` write into the run directory, from all processes, once: ``test_report.csv``/``.json``
-(per-class scores), ``confusion_matrix.csv``/``.png`` and ``predictions.csv``/``.json``."""
+"""The files ``test`` and ``predict`` write into the run directory, gathered from all processes, written once."""
 
 import csv
 import json
