@@ -17,8 +17,9 @@ PRIVATE = re.compile(
 ADAPTERS = {"_parse_ckpt_path": "tests/test_never_silently_wrong.py::test_ckpt_hparams_adapter_still_matches_lightning"}
 
 
-#: A ratchet: lower it as the core shrinks (the aim is 3,000), never raise it.
-MAX_LINES = 3450
+#: The core's line budget (``cat src/*.py src/*/*.py | wc -l``), 3,000 once slimmed: a new feature raises it by its
+#: own lines, in its own commit; nothing else does.
+MAX_LINES = 3000
 
 
 def test_sources_stay_small() -> None:
