@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 class OnnxModel(nn.Module):
-    """``model.onnx`` in onnxruntime, as ``Predictor`` uses a model; images converted by the checkpoint's own code
-    (``Preprocess.pixels``), so both give the same probabilities."""
+    """``model.onnx`` in onnxruntime, used by ``Predictor`` like a checkpoint: the same ``Preprocess.pixels``."""
 
     def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
         super().__init__()

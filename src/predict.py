@@ -1,8 +1,6 @@
-"""The Python API: a checkpoint (or its ONNX export) in, class names and probabilities out, as in
-``Predictor.from_checkpoint(path).predict(["shoe.jpg", "photos/"], top_k=3)`` (or ``Predictor.from_onnx(folder)``).
-
-Images: file paths (a file, a folder searched recursively, a glob), PIL images, NumPy arrays or tensors (H x W,
-H x W x C or C x H x W; 4-D: a batch; uint8, uint16 or [0, 1] floats) of any size and channel count."""
+"""The Python API: ``Predictor.from_checkpoint(path)`` (or ``.from_onnx(folder)``) ``.predict(images, top_k=3)``.
+Images: paths (a file, a folder searched recursively, a glob), PIL images, NumPy arrays or tensors (H x W, H x W x C
+or C x H x W; 4-D: a batch; uint8, uint16 or [0, 1] floats) of any size and channel count."""
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -74,20 +72,16 @@ class Predictor:
 
     def probabilities(self, images: Images, batch_size: int = 64) -> torch.Tensor:
         """(N, num_classes) class probabilities, in input order (folders expanded in sorted order)."""
-        return self._run(images, batch_size)[1]
-
-    def _run(self, images: Images, batch_size: int) -> tuple[list[str], torch.Tensor]:
-        sources, tensors = zip(*self._images(images), strict=True)
+        tensors = [tensor for _, tensor in self._images(images)]
         with torch.no_grad():
             batches = [tensors[i : i + batch_size] for i in range(0, len(tensors), batch_size)]
-            out = torch.cat([self.model([x.to(self.device) for x in batch]) for batch in batches])
-        return list(sources), probabilities(out).cpu()
+            return probabilities(torch.cat([self.model([x.to(self.device) for x in batch]) for batch in batches])).cpu()
 
     def predict(self, images: Images, top_k: int = 3, batch_size: int = 64) -> list[Prediction]:
         """The ``top_k`` classes of every image, most probable first."""
         check_top_k(top_k, self.class_names)
-        sources, probs = self._run(images, batch_size)
-        values, classes = probs.topk(top_k, dim=1)
+        sources, tensors = zip(*self._images(images), strict=True)  # decoded once: tensors pass _images unchanged
+        values, classes = self.probabilities(list(tensors), batch_size).topk(top_k, dim=1)
         return [
             Prediction(source, [self.class_names[c] for c in cs], ps)
             for source, cs, ps in zip(sources, classes.tolist(), values.tolist(), strict=True)

@@ -2,6 +2,7 @@
 floats in [0, 1] (other integers within 0..255); values a cast would clip or wrap are refused with the fix."""
 
 from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,7 @@ def read_arrays(path: Path, images_key: str, labels_key: str) -> tuple[torch.Ten
         raise UserError(f"array file not found: {path}. Give a .npz or .h5/.hdf5 file.")
     if path.suffix not in (".npz", ".h5", ".hdf5"):
         raise UserError(f"{path}: unsupported array file; use .npz, .h5 or .hdf5.")
-    if path.suffix == ".npz":
-        arrays = np.load(path, allow_pickle=False)
-    else:
-        import h5py
-
-        arrays = h5py.File(path, "r")
+    arrays = np.load(path, allow_pickle=False) if path.suffix == ".npz" else import_module("h5py").File(path, "r")
     with arrays:
         keys = list(arrays.keys())
         found = {k: np.asarray(arrays[k]) for k in (images_key, labels_key, "class_names") if k in keys}

@@ -16,10 +16,7 @@ class BatchAugment(nn.Module):
     def __init__(self, crop_padding: int = 0, hflip: bool = False, rotation: float = 0.0) -> None:
         super().__init__()
         self.crop_padding, self.hflip, self.rotation = crop_padding, hflip, rotation
-
-    @property
-    def active(self) -> bool:
-        return self.crop_padding > 0 or self.hflip or self.rotation > 0
+        self.active = crop_padding > 0 or hflip or rotation > 0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         images = v2.functional.to_dtype(images, torch.float32, scale=True)

@@ -77,11 +77,9 @@ class ImageDataModule(LightningDataModule):
         super().__init__()
         check_loader_args(batch_size, num_workers)
         check_fraction("--data.val_split", val_split)
-        if random_crop_padding < 0 or random_rotation < 0:
-            raise UserError(
-                f"--data.random_crop_padding ({random_crop_padding}) and --data.random_rotation "
-                f"({random_rotation}) must be >= 0 (0 turns them off)"
-            )
+        for option, value in (("random_crop_padding", random_crop_padding), ("random_rotation", random_rotation)):
+            if value < 0:
+                raise UserError(f"--data.{option} ({value}) must be >= 0 (0 turns it off)")
         self.save_hyperparameters()
         self.batch_size, self.num_workers, self.val_split, self.seed = batch_size, num_workers, val_split, seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -90,9 +88,8 @@ class ImageDataModule(LightningDataModule):
         self._on_device: dict[tuple, TensorImages] = {}  # (id(host split), device) -> its copy there
 
     def load_splits(self) -> dict[str, tuple[Any, torch.Tensor]]:
-        """The one method to implement: ``{"train": (images, labels), "val": ..., "test": ...}``, images as uint8
-        (N, C, H, W) tensors or what ``dataset`` takes. Only ``train`` is required; ``test`` and ``predict`` refuse
-        without ``test`` (the val split is never reported as test accuracy)."""
+        """The one method to implement: ``{"train": (images, labels), "val": ..., "test": ...}``, images uint8 (N, C,
+        H, W) tensors or what ``dataset`` takes. Only ``train`` is required; ``test``/``predict`` refuse without it."""
         raise NotImplementedError(f"{type(self).__name__} must implement load_splits()")
 
     def dataset(self, images: Any, labels: torch.Tensor) -> Dataset:

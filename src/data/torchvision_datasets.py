@@ -71,7 +71,6 @@ class TorchvisionDataModule(ImageDataModule):
                 f"{self.dataset_cls.__name__} files in {root} are incomplete or corrupted ({err}). Delete them, "
                 "then run again to download or extract them afresh."
             ) from None
-        # uint8 (N, C, H, W) images: MNIST's are (N, H, W), CIFAR's (N, H, W, C).
         images = {name: channels_first(torch.as_tensor(d.data), (1, 3)).contiguous() for name, d in sets.items()}
         return {name: (images[name], torch.as_tensor(d.targets)) for name, d in sets.items()}
 
