@@ -48,7 +48,8 @@ def image_grid_figure(images: torch.Tensor, captions: Sequence[str], title: str,
     fig = Figure(figsize=(width, height), dpi=100)  # not pyplot's: no window, no global figure list
     ax = fig.add_axes((0.0, 0.0, 1.0, 1 - 0.4 / height))
     ax.set_axis_off()
-    ax.imshow(mosaic.permute(1, 2, 0).numpy(), aspect="auto", extent=(0, mosaic.shape[2], mosaic.shape[1], 0))
+    grid = mosaic[0] if pixels.shape[1] == 1 else mosaic.permute(1, 2, 0)  # one grey channel draws faster
+    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, aspect="auto", extent=(0, mosaic.shape[2], mosaic.shape[1], 0))
     cell_h, cell_w = cells.shape[-2] + pad, cells.shape[-1] + pad
     for i, caption in enumerate(captions):
         x, y = pad + cell_w * (i % columns) + pixels.shape[-1] / 2, pad + cell_h * (i // columns) + above
