@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,24 @@ TRANSFER = ["--model.network.weights=null", "--model.network.input_size=16", "--
 
 
 @pytest.fixture(scope="module")
-def transfer_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def diverging(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, subprocess.Popen]]:
+    """A two-process fit whose loss turns NaN, started in the background: its start-up (two interpreters importing
+    torch and Lightning) overlaps the transfer run below."""
+    workdir = tmp_path_factory.mktemp("diverging")
+    command = [sys.executable, "-m", "src.train", "fit", "--config", str(CONFIGS / "cnn.yaml"), *DDP, *FAST,
+               "--model.optimizer.lr=1e8", "--trainer.max_epochs=1", "--trainer.limit_train_batches=4"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("LOCAL_RANK", None)
+    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    yield workdir, process
+    if process.poll() is None:  # only when the test reading it did not run
+        process.kill()
+        process.communicate()
+
+
+@pytest.fixture(scope="module")
+def transfer_run(tmp_path_factory: pytest.TempPathFactory, diverging: tuple) -> Path:
     """One two-process fit of transfer.yaml for two whole epochs, which both tests below read (each launch of the two
     processes costs more than this training)."""
     workdir = tmp_path_factory.mktemp("ddp")
@@ -89,13 +107,11 @@ def test_ddp_freeze_unfreeze_keeps_every_rank_s_backbone_identical(transfer_run:
     assert not different, f"ranks trained different weights: {different[:5]}"
 
 
-def test_ddp_divergence_stops_every_process_with_one_line(tmp_path: Path) -> None:
+def test_ddp_divergence_stops_every_process_with_one_line(diverging: tuple[Path, subprocess.Popen]) -> None:
     """A NaN loss under DDP: every process stops together (a shared decision, no hang), one error line, exit 2."""
-    command = [sys.executable, "-m", "src.train", "fit", "--config", str(CONFIGS / "cnn.yaml"), *DDP, *FAST,
-               "--model.optimizer.lr=1e8", "--trainer.max_epochs=1", "--trainer.limit_train_batches=4"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("LOCAL_RANK", None)
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    tmp_path, process = diverging
+    _, stderr = process.communicate(timeout=300)
+    result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert (
