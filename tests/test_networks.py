@@ -94,3 +94,30 @@ def test_a_half_there_network_attribute_is_one_line_naming_it(attribute: str) ->
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match=r"--model\.network built a function, not an nn\.Module"):
         ImageClassifier(["a", "b"], (1, 8, 8), network=lambda shape, n: lambda x: x)
+
+
+class BackboneNoHead(nn.Module):
+    """A network of the contract's optional ``backbone`` and its own output layer, with no ``head`` beside it."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        pixels = input_shape[0] * input_shape[1] * input_shape[2]
+        self.backbone = nn.Sequential(nn.Flatten(), nn.Linear(pixels, 32), nn.ReLU())
+        self.out = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.backbone(x))
+
+
+def test_a_network_with_a_backbone_but_no_head_trains_with_its_backbone_frozen(run_cli) -> None:
+    """``backbone`` alone is enough: init skips it, ``lr_multipliers`` names it, finetuning freezes it (only the last
+    layer learns, so at a faster rate)."""
+    overrides = ["--model.network=tests.test_networks.BackboneNoHead", "--model.init=kaiming", "--trainer.max_epochs=2",
+                 "--model.lr_multipliers={backbone: 0.1}", "--finetuning.strategy=freeze",
+                 "--model.optimizer.init_args.lr=0.05"]  # fmt: skip
+    cli = run_cli("fit", "fc.yaml", *overrides)
+    net = cli.model.net
+    assert [g.get("name") for g in cli.trainer.optimizers[0].param_groups] == ["backbone", "default"]
+    assert not any(p.requires_grad for p in net.backbone.parameters())
+    assert all(p.requires_grad for p in net.out.parameters())
+    assert float(cli.trainer.callback_metrics["val/acc"]) > 0.5  # on frozen random features; chance is 0.1
