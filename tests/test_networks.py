@@ -110,8 +110,8 @@ class BackboneNoHead(nn.Module):
 
 
 def test_a_network_with_a_backbone_but_no_head_trains_with_its_backbone_frozen(run_cli) -> None:
-    """``backbone`` alone is enough: init skips it, ``lr_multipliers`` names it, finetuning freezes it (only the last
-    layer learns, so at a faster rate)."""
+    """``backbone`` alone is enough: ``lr_multipliers`` names it, finetuning freezes it, kaiming init runs beside it
+    (only the last layer learns, so at a faster rate)."""
     overrides = ["--model.network=tests.test_networks.BackboneNoHead", "--model.init=kaiming", "--trainer.max_epochs=2",
                  "--model.lr_multipliers={backbone: 0.1}", "--finetuning.strategy=freeze",
                  "--model.optimizer.init_args.lr=0.05"]  # fmt: skip
