@@ -3,7 +3,7 @@ and augmentation are done here, the same way for every dataset."""
 
 import warnings
 from functools import cached_property
-from math import ceil
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -14,6 +14,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_convert
 
 from src.data.augment import BatchAugment
+from src.data.sampling import fold_indices, join, split_indices, take
 from src.errors import UserError
 
 #: Training images the measured statistics come from (a seeded sample; plenty for 3 decimals).
@@ -47,6 +48,8 @@ class ImageDataModule(LightningDataModule):
 
     class_names: list[str]
     input_shape: tuple[int, int, int]
+    #: Labels are multi-hot float (N, K) rows, several classes per image (linked into the model as its task).
+    multilabel: bool = False
 
     def __init__(
         self,
@@ -60,6 +63,9 @@ class ImageDataModule(LightningDataModule):
         random_hflip: bool = False,
         random_rotation: float = 0.0,
         data_on_device: bool | None = None,
+        sampler: Literal["random", "balanced"] = "random",
+        folds: int = 0,
+        fold: int = 0,
     ) -> None:
         """
         Args:
@@ -73,6 +79,10 @@ class ImageDataModule(LightningDataModule):
             random_hflip: training augmentation: mirror half of the images left-right.
             random_rotation: training augmentation: rotate by a random angle in [-d, d] degrees; 0 = off.
             data_on_device: keep in-memory splits on the training device; ``None`` = on a GPU or other accelerator.
+            sampler: ``random`` shuffles the training images; ``balanced`` draws every class equally often (with
+                replacement; as many draws per epoch as training images), the same draws on a resume.
+            folds: k-fold cross-validation: cut train (and any val split) into this many stratified folds; 0 = off.
+            fold: with ``folds``, which fold (0 .. folds - 1) is the val split; the others train.
         """
         super().__init__()
         check_loader_args(batch_size, num_workers)
@@ -80,7 +90,10 @@ class ImageDataModule(LightningDataModule):
         for option, value in (("random_crop_padding", random_crop_padding), ("random_rotation", random_rotation)):
             if value < 0:
                 raise UserError(f"--data.{option} ({value}) must be >= 0 (0 turns it off)")
+        if folds == 1 or folds < 0 or not 0 <= fold < max(folds, 1):
+            raise UserError(f"--data.folds {folds} --data.fold {fold}: use folds >= 2 (0 = off) and fold in 0..folds-1")
         self.save_hyperparameters()
+        self.sampler, self.folds, self.fold = sampler, folds, fold
         self.batch_size, self.num_workers, self.val_split, self.seed = batch_size, num_workers, val_split, seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers, self.data_on_device = persistent_workers, data_on_device
@@ -94,7 +107,7 @@ class ImageDataModule(LightningDataModule):
 
     def dataset(self, images: Any, labels: torch.Tensor) -> Dataset:
         """The ``Dataset`` of one split, yielding (uint8 (C, H, W) image, label): the hook for streaming."""
-        return TensorImages(images, labels.long())
+        return TensorImages(images, labels if labels.dim() == 2 else labels.long())
 
     def no_test_split(self, stage: str) -> str:
         name = type(self).__name__
@@ -109,39 +122,45 @@ class ImageDataModule(LightningDataModule):
         reserve: int = 0,
         seed: int | None = None,
     ) -> tuple[tuple, tuple]:
-        """``(kept, held out)``, stratified and seeded; ``option`` names the setting in errors, ``reserve`` how many
-        more splits the kept part is cut into later (a class then needs one image more)."""
-        check_fraction(option, fraction)
-        labels = torch.as_tensor(labels).long()
-        counts = torch.bincount(labels)
-        for c in counts.nonzero().flatten().tolist():
-            if counts[c] < 2 + reserve:  # one image of every class in every split
-                raise UserError(
-                    f"class {self.class_names[c]!r} has {int(counts[c])} image(s), too few to split by {option} "
-                    f"{fraction}: a stratified split needs at least {2 + reserve} per class (one per split). Add "
-                    f"images of {self.class_names[c]!r}, or leave that class out."
-                )
-        n, k = len(labels), int(counts.count_nonzero())
-        held = ceil(round(fraction * n, 6))  # rounded first: 0.07 of 100 images is 7, not 8
-        if held < k or n - held < k:
-            side, count = ("holds out", held) if held < k else ("keeps", n - held)
-            raise UserError(
-                f"{option} {fraction} {side} {count} of {n} images, fewer than the {k} classes (a stratified "
-                f"split needs one of each class on both sides): set {option} between {-(-100 * k // n) / 100} "
-                f"and {100 * (n - k) // n / 100}, or add images."
-            )
-        from sklearn.model_selection import train_test_split  # imported here: ~0.2 s that only splitting needs
-
+        """``(kept, held out)`` images and labels, stratified and seeded (multi-label: random); ``option`` names the
+        setting in errors, ``reserve`` how many more splits the kept part is cut into later (a class then needs one
+        image more)."""
         seed = self.seed if seed is None else seed
-        kept, out, kept_y, out_y = train_test_split(images, labels, test_size=held, stratify=labels, random_state=seed)
-        return (kept, kept_y), (out, out_y)
+        kept, out = split_indices(labels, fraction, option, self.class_names, reserve, seed)
+        return (take(images, kept), take(labels, kept)), (take(images, out), take(labels, out))
+
+    @cached_property
+    def _splits(self) -> dict[str, tuple[Any, torch.Tensor, list[str]]]:
+        """Each split's images, labels and ids: paths for files, else ``<split>:<position in load_splits()>``."""
+        splits = {}
+        for name, (images, labels) in self.load_splits().items():
+            files = isinstance(images, list) and all(isinstance(p, (str, Path)) for p in images)
+            ids = [str(p) for p in images] if files else [f"{name}:{i}" for i in range(len(labels))]
+            splits[name] = (images, torch.as_tensor(labels), ids)
+        if self.folds:  # the whole training pool is cut into folds
+            pool = splits.pop("train")
+            if "val" in splits:
+                pool = tuple(join(a, b) for a, b in zip(pool, splits.pop("val"), strict=True))
+            parts = fold_indices(pool[1], self.folds, self.fold, self.class_names, self.seed)
+        elif "val" not in splits:
+            pool = splits.pop("train")
+            parts = split_indices(pool[1], self.val_split, "--data.val_split", self.class_names, seed=self.seed)
+        else:
+            return splits
+        splits["train"], splits["val"] = (tuple(take(x, part) for x in pool) for part in parts)
+        return splits
 
     @cached_property
     def _datasets(self) -> dict[str, Dataset]:
-        splits = dict(self.load_splits())
-        if "val" not in splits:
-            splits["train"], splits["val"] = self.split(*splits["train"], self.val_split)
-        return {name: self.dataset(*split) for name, split in splits.items()}
+        return {name: self.dataset(images, labels) for name, (images, labels, _) in self._splits.items()}
+
+    def sample_ids(self, split: str) -> list[str]:
+        """One id per image of ``split`` (``predict``: the test split), in its order, the same in every fold."""
+        return self._splits["test" if split == "predict" else split][2]
+
+    def split_labels(self, split: str) -> torch.Tensor:
+        """The labels of ``split``: class indices, or multi-hot rows for multi-label data."""
+        return self._splits["test" if split == "predict" else split][1]
 
     @cached_property
     def statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -162,6 +181,11 @@ class ImageDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn
+        if self.sampler == "balanced" and self.multilabel:
+            raise UserError(
+                "--data.sampler balanced draws classes equally, one class per image; this data is "
+                "multi-label: use --model.class_weights balanced (per-label positive weights) instead"
+            )
         if stage in ("test", "predict") and "test" not in self._datasets:
             raise UserError(self.no_test_split(stage))
         self.train_set, self.val_set, self.test_set = (self._datasets.get(n) for n in ("train", "val", "test"))
@@ -177,8 +201,12 @@ class ImageDataModule(LightningDataModule):
         # Persistent workers skip the per-epoch seed draw (shuffles would differ): by default only where spawning.
         method = mp.get_start_method(allow_none=True) or mp.get_all_start_methods()[0]
         keep = (method != "fork" if self.persistent_workers is None else self.persistent_workers) and workers > 0
-        sampler = None
-        if not shuffle and trainer is not None and trainer.world_size > 1:
+        sampler, rank = None, (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if shuffle and self.sampler == "balanced":  # a DistributedSampler: Lightning leaves it, and sets its epoch
+            from src.data.sampling import BalancedSampler
+
+            sampler, shuffle = BalancedSampler(self.split_labels("train"), *rank, seed=self.seed), False
+        elif not shuffle and trainer is not None and trainer.world_size > 1:
             sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
         pin = self.pin_memory and not (in_memory and dataset.tensors[0].device.type != "cpu")
         options = dict(num_workers=workers, collate_fn=default_convert if in_memory else None, pin_memory=pin)
