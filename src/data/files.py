@@ -1,22 +1,24 @@
-"""Image files in, uint8 tensors out: the one decoder and file dataset of image folders, predict, the Python API and
-``FilesDataModule`` (your own files, classified by a checkpoint)."""
+"""Image files in, uint8 tensors out: the one decoder and file dataset of image folders, tables, predict, the Python
+API and ``FilesDataModule`` (your own files, classified by a checkpoint)."""
 
 import glob
+import os
 import warnings
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from lightning import LightningDataModule
 from lightning.fabric.utilities.data import suggested_max_num_workers
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from src.data.base import check_loader_args
+from src.data.base import ImageDataModule, TensorImages, check_loader_args
 from src.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -93,10 +95,72 @@ class ImageFiles(Dataset):
         return {"image": image, "index": torch.tensor(index)} if self.labels is None else (image, self.labels[index])
 
 
+class LabelledFilesDataModule(ImageDataModule):
+    """Labelled image files (class folders, a table): decoded once into memory when they fit, else streamed by
+    DataLoader workers, the same batches either way. A subclass only lists its files: ``listed``."""
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        grayscale: bool = False,
+        test_split: float = 0.1,
+        skip_corrupt: bool = False,
+        in_memory: bool | Literal["auto"] = "auto",
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            image_size: every image is resized to ``image_size`` x ``image_size``.
+            grayscale: decode as one grey channel instead of RGB.
+            test_split: without a given test split, the fraction held out as test (stratified by class).
+            skip_corrupt: skip unreadable images with a warning instead of stopping with an error.
+            in_memory: decode every image once into memory, or stream files from disk with DataLoader workers;
+                ``auto`` decodes when the decoded images take at most a quarter of this machine's RAM.
+        """
+        if image_size < 1:
+            raise UserError(f"--data.image_size {image_size} must be >= 1 (pixels per side), e.g. 32")
+        self.input_shape = (1 if grayscale else 3, image_size, image_size)
+        self.test_split, self.skip_corrupt, self._in_memory = test_split, skip_corrupt, in_memory
+        super().__init__(**kwargs)
+
+    @cached_property
+    def listed(self) -> dict[str, tuple[list[Path], torch.Tensor]]:
+        """Files and labels of each given split (``train``, ``val``, ``test``), or of ``all``: split here."""
+        raise NotImplementedError(f"{type(self).__name__} must implement listed")
+
+    @cached_property
+    def in_memory(self) -> bool:
+        if self._in_memory != "auto":
+            return bool(self._in_memory)
+        count = sum(len(paths) for paths, _ in self.listed.values())
+        needed = count * self.input_shape[0] * self.input_shape[1] ** 2
+        choice = needed <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4
+        how = "decoded into memory" if choice else "streamed from disk"
+        rank_zero_info(f"{count} images, {needed / 2**30:.2f} GiB decoded: {how} (--data.in_memory true/false)")
+        return choice
+
+    def load_splits(self) -> dict[str, tuple[list[Path], torch.Tensor]]:
+        """A given train split without a test split has none: the val split is never reused as the test split."""
+        splits = dict(self.listed)
+        if "all" in splits:
+            splits["train"], splits["test"] = self.split(*splits.pop("all"), self.test_split, "--data.test_split", 1)
+        return splits
+
+    def dataset(self, paths: list[Path], labels: torch.Tensor) -> Dataset:
+        """Decoded once into memory, or streamed (headers opened now, so non-images fail before training)."""
+        channels, size = self.input_shape[0], self.input_shape[1:]
+        read = (lambda path: read_image(path, channels, size)) if self.in_memory else None  # headers only
+        kept, images = read_all(paths, read, self.skip_corrupt, "Remove it, or pass --data.skip_corrupt true.")
+        if self.in_memory:
+            return TensorImages(torch.stack(images), labels[kept])
+        return ImageFiles([paths[i] for i in kept], channels, size, labels[kept])
+
+
 class FilesDataModule(LightningDataModule):
     """Image files to predict on: one file, a folder (searched recursively) or a glob pattern. Predict only."""
 
     class_names = input_shape = mean = std = None  # the CLI takes them from ``--ckpt_path``
+    task = "multiclass"  # of checkpoints from before multi-label models (newer ones say theirs)
 
     def __init__(self, path: str, batch_size: int = 64, num_workers: int | Literal["auto"] = "auto") -> None:
         """
