@@ -2,7 +2,7 @@
 cross-validation of ``configs/cnn.yaml``: the mean ± std table, out-of-fold coverage (every training image exactly
 once), and how many of the top-N likely label errors (N = the number flipped) are flipped ones (target >= 50 %).
 
-    python -m benchmarks.label_errors [--folds 5] [--fraction 0.03] [--work DIR] [fit flags, e.g. --trainer.max_epochs 3]
+    python -m benchmarks.label_errors [--folds 5] [--fraction 0.03] [--work DIR] [fit flags: --trainer.max_epochs 3]
 """
 
 import argparse
@@ -65,8 +65,9 @@ def main() -> None:
     top = issues[: len(flipped)]
     hits = len(set(top) & {f"train:{i}" for i in flipped})
     print(f"\n{(parent / 'summary.md').read_text()}")
+    coverage = 100 * len(set(ids) & pool) / len(pool)
     print(f"out-of-fold rows: {len(ids)} of {len(pool)} training images, {len(set(ids))} distinct, "
-          f"coverage {100 * len(set(ids) & pool) / len(pool):.1f} %, exactly once: {sorted(ids) == sorted(pool)}")  # fmt: skip
+          f"coverage {coverage:.1f} %, exactly once: {sorted(ids) == sorted(pool)}")  # fmt: skip
     print(f"flipped labels: {len(flipped)}; likely label errors found: {len(issues)}; flipped among the top "
           f"{len(flipped)}: {hits} ({100 * hits / len(flipped):.1f} %); recall of all issues: "
           f"{100 * len(set(issues) & {f'train:{i}' for i in flipped}) / len(flipped):.1f} %")  # fmt: skip

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,9 @@ from src.train import cli_main
 FIT = [sys.executable, "-m", "src.train", "fit"]
 ROOT = Path(__file__).resolve().parents[1]
 STATE, OOF = "kfold.json", "oof_predictions.csv"
-#: Linux's prctl, resolved before any fork (the forked child only calls it); elsewhere None.
+#: Linux: a fold's process gets SIGKILL when the driver dies (``prctl(PR_SET_PDEATHSIG)``), so a rerun never races an
+#: orphaned fold. Resolved here, before any fork: the forked child only calls it.
 PRCTL = getattr(ctypes.CDLL(None), "prctl", None) if sys.platform.startswith("linux") else None
-
-
-def die_with_parent() -> None:
-    """In a fold's process: SIGKILL when the driver dies (PR_SET_PDEATHSIG), so a rerun never races an orphan."""
-    if PRCTL is not None:
-        PRCTL(1, signal.SIGKILL)
 
 
 def parse(argv: list[str]) -> tuple[int, list[str]]:
@@ -97,7 +93,8 @@ def train_fold(i: int, folds: int, base: list[str], parent: Path) -> None:
     args += [f"--trainer.logger.init_args.version={run.name}", *([f"--ckpt_path={last}"] if last.is_file() else [])]
     print(f"fold {i} of {folds}: {f'resuming {last}' if last.is_file() else f'training in {run}'}", flush=True)
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # `src` from any directory
-    code = subprocess.run([*FIT, *args], env={**os.environ, "PYTHONPATH": path}, preexec_fn=die_with_parent).returncode
+    dies_with_driver = partial(PRCTL, 1, signal.SIGKILL) if PRCTL is not None else None
+    code = subprocess.run([*FIT, *args], env={**os.environ, "PYTHONPATH": path}, preexec_fn=dies_with_driver).returncode
     if code:
         print(f"error: fold {i} stopped (exit {code}); rerun the same command to continue", file=sys.stderr)
         raise SystemExit(code if code > 0 else 1)
@@ -127,9 +124,9 @@ def header(names: list[str]) -> list[str]:
 
 def write_csv(path: Path, rows: list[list[Any]]) -> None:
     """Renamed over its last: a kill leaves the old file or the new one, whole."""
-    with (partial := path.with_name(f".{path.name}.partial")).open("w", newline="") as f:
+    with (staged := path.with_name(f".{path.name}.partial")).open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(rows)
-    partial.replace(path)
+    staged.replace(path)
 
 
 def fold_metrics(probs: torch.Tensor, labels: torch.Tensor, names: list[str], thresholds: Any) -> dict[str, float]:
@@ -167,7 +164,7 @@ def finish(parent: Path, folds: int, data: Any) -> str:
         labels = torch.tensor([[float(n in r[1].split("|")) for n in names] for r in rows])
     else:
         labels = torch.tensor([names.index(r[1]) for r in rows])
-        write_label_issues(parent, ids, probs, labels, names, image_lookup(data))
+        write_label_issues(parent, ids, probs, labels, names, data)
     checkpoints = [read_checkpoint(best_checkpoint(parent / f"fold_{i}")) for i in range(folds)]
     thresholds = [c["state_dict"]["thresholds"] if multilabel else None for c in checkpoints]
     per_fold = [fold_metrics(probs[fold == i], labels[fold == i], names, thresholds[i]) for i in range(folds)]
@@ -185,14 +182,6 @@ def finish(parent: Path, folds: int, data: Any) -> str:
     write_csv(parent / "summary.csv", table)
     (parent / "summary.md").write_text(text)
     return text
-
-
-def image_lookup(data: Any) -> Any:
-    """``images(ids)``: [0, 1] images of the training pool by id, read through the data module's datasets."""
-    data.setup("fit")
-    splits = ((data.train_set, "train"), (data.val_set, "val"))
-    where = {s: (d, j) for d, split in splits for j, s in enumerate(data.sample_ids(split))}
-    return lambda ids: torch.stack([where[s][0][where[s][1]][0] for s in ids]).float() / 255
 
 
 def kfold(argv: list[str]) -> Path:

@@ -5,6 +5,7 @@ few lines, and cleanlab would bring pandas and more into a template whose core n
 import csv
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,20 +31,28 @@ def find_label_issues(probs: torch.Tensor, labels: torch.Tensor) -> list[tuple[i
     return [(i, int(suggested[i]), float(given[i])) for i in order]
 
 
+def images_of(data: Any, ids: Sequence[str]) -> torch.Tensor:
+    """[0, 1] images (N, C, H, W) of the training pool by id, read through the data module's datasets."""
+    data.setup("fit")
+    splits = ((data.train_set, "train"), (data.val_set, "val"))
+    where = {s: (d, j) for d, split in splits for j, s in enumerate(data.sample_ids(split))}
+    return torch.stack([where[s][0][where[s][1]][0] for s in ids]).float() / 255
+
+
 def write_label_issues(
-    folder: Path, ids: Sequence[str], probs: torch.Tensor, labels: torch.Tensor, names: Sequence[str], images, show=32
+    folder: Path, ids: Sequence[str], probs: torch.Tensor, labels: torch.Tensor, names: Sequence[str], data: Any
 ) -> list[tuple[int, int, float]]:
-    """``label_issues.csv`` (ranked) and ``label_issues.png`` (the first ``show``) in ``folder``; ``images(ids)`` gives
-    the [0, 1] images of some ids, (N, C, H, W)."""
+    """``label_issues.csv`` (ranked) and ``label_issues.png`` (the first 32, from the data module ``data``)."""
     issues = find_label_issues(probs, labels)
     with (folder / ".label_issues.csv.partial").open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["id", "given_label", "suggested_label", "score"])
         writer.writerows([ids[i], names[labels[i]], names[s], f"{p:.6f}"] for i, s, p in issues)
     (folder / ".label_issues.csv.partial").replace(folder / "label_issues.csv")
-    top = issues[:show]
+    top = issues[:32]
     if top:
         captions = [f"given {names[labels[i]]}\nsuggested {names[s]}" for i, s, _ in top]
         title = f"{len(issues)} likely label errors of {len(ids)} images, least self-confident first"
-        image_grid_figure(images([ids[i] for i, _, _ in top]), captions, title).savefig(folder / "label_issues.png")
+        figure = image_grid_figure(images_of(data, [ids[i] for i, _, _ in top]), captions, title)
+        figure.savefig(folder / "label_issues.png")
     return issues

@@ -18,6 +18,7 @@ from src.label_issues import find_label_issues
 from src.models.classifier import ImageClassifier, probabilities
 from src.models.ensemble import ensemble_checkpoint
 from src.predict import Predictor
+from src.train import cli_main
 from tests.conftest import CONFIGS, FAST, kill_at_stall
 
 DATA = ["--data", str(CONFIGS / "data" / "arrays.yaml"), "--data.path=train.npz", "--data.test_path=test.npz"]
@@ -117,6 +118,15 @@ def test_the_ensemble_checkpoint_predicts_the_mean_of_the_folds(run: dict, run_c
     predictor = Predictor.from_checkpoint(ensemble, device="cpu")
     assert torch.allclose(predictor.probabilities(images), mean, atol=1e-6, rtol=0)
     assert (mean.argmax(1) == labels).float().mean() > 0.5
+
+
+def test_the_ensemble_exports_to_onnx_with_the_same_probabilities(run: dict, tmp_path: Path) -> None:
+    pytest.importorskip("onnxscript", reason="export extra absent: pip install -e '.[export]'")
+    ensemble = run["parent"] / "checkpoints" / "ensemble.ckpt"
+    cli_main(["export", "--ckpt_path", str(ensemble), "--output", str(tmp_path / "export"), "--pt2", "false"])
+    images = torch.from_numpy(np.load(run["work"] / "test.npz")["images"][:50]).unsqueeze(1)
+    onnx = Predictor.from_onnx(tmp_path / "export").probabilities(images)
+    assert torch.allclose(onnx, Predictor.from_checkpoint(ensemble, device="cpu").probabilities(images), atol=1e-5)
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
