@@ -57,7 +57,9 @@ def export_model(model: ImageClassifier, output: str | Path, onnx: bool = True, 
         "std": [float(f"{v:.7g}") for v in spec.std],
         "normalization": "inside the model: (images - mean) / std; feed [0, 1] pixels, do not normalise again",
         "output_name": OUTPUT_NAME,
-        "output": "log_probs" if model.hparams.get("loss") == "nll" else "logits",  # softmax: probabilities
+        "output": "log_probs" if model.hparams.get("loss") == "nll" else "logits",
+        "task": model.task,  # multiclass: softmax gives probabilities; multilabel: a sigmoid per label
+        **({"thresholds": [round(t, 4) for t in model.thresholds.tolist()]} if model.multilabel else {}),
         "tta_hflip": bool(model.hparams.get("tta_hflip")),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +121,9 @@ class OnnxModel(nn.Module):
         self.class_names: list[str] = json.loads((path.parent / FILES["labels"]).read_text())
         self.input_spec = InputSpec(spec["channels"], (spec["height"], spec["width"]), spec["mean"], spec["std"])
         self.preprocess = Preprocess(self.input_spec)
+        self.task = spec.get("task", "multiclass")
+        self.multilabel = self.task == "multilabel"
+        self.thresholds = torch.tensor(spec.get("thresholds", []))
         self.session = onnxruntime.InferenceSession(str(path), providers=list(providers))
 
     def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:

@@ -21,7 +21,8 @@ Images = ImageLike | Iterable[ImageLike]
 
 @dataclass
 class Prediction:
-    """The ``top_k`` most probable classes of one image, most probable first."""
+    """The ``top_k`` most probable classes of one image, most probable first; for a multi-label model, every label
+    at or above its threshold (possibly none), most probable first."""
 
     source: str
     classes: list[str]
@@ -29,7 +30,10 @@ class Prediction:
 
     @property
     def label(self) -> str:
-        return self.classes[0]
+        """The most probable class; multi-label: the label set, ``a|b`` (empty: none)."""
+        return "|".join(self.classes) if self.multilabel else self.classes[0]
+
+    multilabel: bool = False
 
 
 class Predictor:
@@ -39,6 +43,8 @@ class Predictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.class_names: list[str] = list(model.class_names)
+        #: ``multiclass`` or ``multilabel`` (then ``model.thresholds`` decide each label), as the model was trained.
+        self.task = getattr(model, "task", "multiclass")
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device | None = None) -> "Predictor":
@@ -75,13 +81,21 @@ class Predictor:
         tensors = [tensor for _, tensor in self._images(images)]
         with torch.no_grad():
             batches = [tensors[i : i + batch_size] for i in range(0, len(tensors), batch_size)]
-            return probabilities(torch.cat([self.model([x.to(self.device) for x in batch]) for batch in batches])).cpu()
+            out = torch.cat([self.model([x.to(self.device) for x in batch]) for batch in batches])
+            return probabilities(out, self.task).cpu()
 
     def predict(self, images: Images, top_k: int = 3, batch_size: int = 64) -> list[Prediction]:
-        """The ``top_k`` classes of every image, most probable first."""
+        """The ``top_k`` classes of every image, most probable first (multi-label: the labels above threshold)."""
         check_top_k(top_k, self.class_names)
         sources, tensors = zip(*self._images(images), strict=True)  # decoded once: tensors pass _images unchanged
-        values, classes = self.probabilities(list(tensors), batch_size).topk(top_k, dim=1)
+        probs = self.probabilities(list(tensors), batch_size)
+        if self.task == "multilabel":
+            on = [(p.sort(descending=True), p >= self.model.thresholds.cpu()) for p in probs]
+            return [
+                Prediction(s, [self.class_names[c] for c in i[keep[i]].tolist()], v[keep[i]].tolist(), True)
+                for s, ((v, i), keep) in zip(sources, on, strict=True)
+            ]
+        values, classes = probs.topk(top_k, dim=1)
         return [
             Prediction(source, [self.class_names[c] for c in cs], ps)
             for source, cs, ps in zip(sources, classes.tolist(), values.tolist(), strict=True)

@@ -29,7 +29,8 @@ SUBCOMMANDS = {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
 #: Subcommands that evaluate a trained model: without --ckpt_path they would report on random weights.
 EVALUATING = ("validate", "test", "predict")
 #: Model arguments that come from the data when training from scratch, and from the checkpoint otherwise.
-LINKED = {"class_names": "class_names", "input_shape": "input_shape", "mean": "input_mean", "std": "input_std"}
+LINKED = {"class_names": "class_names", "input_shape": "input_shape", "mean": "input_mean", "std": "input_std",
+          "task": "task"}  # fmt: skip
 
 # Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates, on every run: not actionable here.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
@@ -49,6 +50,17 @@ def config_files_first(argv: list[str]) -> list[str]:
         is_file = key == "--config" or ("." not in key and re.search(r"\.(ya?ml|json)$", inline or value or ""))
         parts[bool(is_file)].extend([option] if value is None else [option, value])
     return head + parts[True] + parts[False]
+
+
+def pop_option(argv: list[str], option: str) -> tuple[str | None, list[str]]:
+    """The last value of ``option`` (``--o v`` or ``--o=v``) and ``argv`` without it."""
+    value, rest, args = None, [], iter(argv)
+    for arg in args:
+        if arg == option or arg.startswith(option + "="):
+            value = arg.partition("=")[2] if "=" in arg else next(args, None)
+        else:
+            rest.append(arg)
+    return value, rest
 
 
 class ClassifierTrainer(Trainer):
@@ -90,6 +102,8 @@ class ClassifierCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         argv = list(sys.argv[1:] if kwargs.get("args") is None else kwargs["args"])
+        #: ``--model.task``: the data's labels decide the task (a link); a task given is checked against them.
+        self.task_given, argv = pop_option(argv, "--model.task")
         kwargs["args"] = config_files_first(argv)
         #: The subcommand named first on the command line (``fit ...``), the only one whose parser is built.
         self.requested = argv[0] if argv and argv[0] in SUBCOMMANDS else None
@@ -224,6 +238,9 @@ class ClassifierCLI(LightningCLI):
             self.model.check_run_length(self.trainer.max_epochs, self.trainer.max_steps)
         if self.subcommand == "predict":
             check_top_k(self.config.predict.predictions.top_k, self.model.class_names)
+        if self.task_given not in (None, task := self.model.task):  # the labels decide: ``--model.task`` only checks
+            raise UserError(f"--model.task {self.task_given}: the {'checkpoint' if self.ckpt_hparams else 'data'} is "
+                            f"{task} (its labels say so): drop --model.task")  # fmt: skip
         trained, data = (self.ckpt_hparams or {}).get("class_names"), self.datamodule
         if data.class_names is not None and trained is not None and list(trained) != list(data.class_names):
             raise UserError(f"the checkpoint was trained on classes {list(trained)} but the data module "

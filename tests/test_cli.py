@@ -52,7 +52,11 @@ def test_every_data_config_trains_a_few_batches(
         "mnist.yaml": f"--data.data_dir={fake_fashion_mnist}",
         "image_folder.yaml": f"--data.data_dir={image_folder}",
         "arrays.yaml": f"--data.path={array_file}",
+        "csv.yaml": f"--data.csv={image_folder.parent / 'labels.csv'}",
     }
+    files = sorted(p for p in image_folder.rglob("*") if p.is_file())  # the image folder as a table
+    rows = [f"{p.relative_to(image_folder.parent)},{p.parent.name}" for p in files]
+    (image_folder.parent / "labels.csv").write_text("\n".join(["path,label", *rows]) + "\n")
     cli = run_cli(
         "fit", model_config, "--data", str(CONFIGS / "data" / data_config),
         *([where[data_config]] if data_config in where else []), "--data.batch_size=8", *SHORT,

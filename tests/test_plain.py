@@ -18,8 +18,9 @@ ADAPTERS = {"_parse_ckpt_path": "tests/test_never_silently_wrong.py::test_ckpt_h
 
 
 #: The core's line budget (``cat src/*.py src/*/*.py | wc -l``), 3,000 once slimmed: a new feature raises it by its
-#: own lines, in its own commit; nothing else does.
-MAX_LINES = 3000
+#: own lines, in its own commit; nothing else does. Real-world data (tables, imbalance, multi-label, k-fold, label
+#: issues): +960.
+MAX_LINES = 3960
 
 
 def test_sources_stay_small() -> None:

@@ -76,7 +76,12 @@ def test_report_numbers_follow_from_a_known_confusion_matrix(run_cli, tmp_path: 
         assert [row[k] for k in ("precision", "recall", "f1", "accuracy")] == values
         assert f"{c['class']:<12}  {values[0]:>9}  {values[1]:>6}  {values[2]:>6}  {values[3]:>8}" in printed
     assert table[-1]["class"] == "overall" and table[-1]["accuracy"] == f"{report['accuracy']:.4f}"
-    assert f"overall accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}" in printed
+    recalls = correct / support
+    assert report["balanced_accuracy"] == pytest.approx(recalls[support > 0].mean())  # mean recall, as sklearn's
+    assert cli.trainer.callback_metrics["test/balanced_acc"].item() == pytest.approx(report["balanced_accuracy"])
+    assert cli.trainer.callback_metrics["test/macro_f1"].item() == pytest.approx(report["macro_f1"], abs=1e-6)
+    overall = f"overall accuracy {report['accuracy']:.4f}, balanced accuracy {report['balanced_accuracy']:.4f}"
+    assert f"{overall}, macro F1 {report['macro_f1']:.4f}" in printed
     assert (run_dir / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -58,6 +58,28 @@ def image_grid_figure(images: torch.Tensor, captions: Sequence[str], title: str,
     return fig
 
 
+def label_set(row: Sequence[float] | torch.Tensor, names: Sequence[str]) -> str:
+    """The labels of a multi-hot row (or of a row of decisions), ``a|b``."""
+    return "|".join(name for name, on in zip(names, row, strict=True) if on)
+
+
+def label_figure(labels: Sequence[dict[str, Any]], title: str) -> Figure:
+    """Per-label F1 (at the thresholds) and average precision, one pair of bars per label."""
+    names, height = [label["class"] for label in labels], 0.28 * len(labels) + 1.2
+    fig = Figure(figsize=(6, min(height, 30)), dpi=100)
+    ax = fig.subplots()
+    rows = torch.arange(len(labels), dtype=torch.float)
+    for shift, key in ((-0.2, "f1"), (0.2, "ap")):
+        values = [0.0 if label[key] != label[key] else label[key] for label in labels]  # AP of an absent label: 0
+        ax.barh(rows + shift, values, height=0.4, label=key.upper())
+    ax.set(yticks=rows.tolist(), xlim=(0, 1), title=title, xlabel="score")
+    ax.set_yticklabels(names, fontsize=8)
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 class Dashboard(Callback):
     """Draws the dashboard's images into the TensorBoard run (nothing without a TensorBoard logger)."""
 
@@ -69,7 +91,7 @@ class Dashboard(Callback):
             every_n_epochs: draw the validation confusion matrix and mistakes every n epochs (0 = never).
         """
         self.samples, self.every_n_epochs, self.keep = samples, every_n_epochs, mistakes
-        self.mistakes: list[tuple] = []  # this process's most confident so far: (confidence, true, predicted, image)
+        self.mistakes: list[tuple] = []  # this process's most confident so far: (confidence, caption, image)
 
     @staticmethod
     def _logger(trainer: Trainer) -> TensorBoardLogger | None:
@@ -84,25 +106,31 @@ class Dashboard(Callback):
         """The first batch of a run, after augmentation (this hook sees the batch on the device, augmented)."""
         if self.samples == 0 or batch_idx or trainer.global_step or (logger := self._logger(trainer)) is None:
             return  # on every step: the cheap tests first
-        images, labels = batch[0][: self.samples], batch[1][: self.samples]
-        names = [pl_module.class_names[i] for i in labels.tolist()]
+        images, labels, classes = batch[0][: self.samples], batch[1][: self.samples], pl_module.class_names
+        names = [label_set(row, classes) if row.dim() else classes[row] for row in labels]
         title = "training samples as the model sees them"
         logger.add_figure("train/samples", image_grid_figure(pl_module.preprocess.pixels(images), names, title), 0)
 
     def _end(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self._draws(trainer):
             return
-        confusion = pl_module.confusion.compute()  # every rank: synchronising collectives
+        multilabel = getattr(pl_module, "multilabel", False)  # every rank: synchronising collectives
+        result = pl_module.multilabel_scores(tune=stage == "val") if multilabel else pl_module.confusion.compute()
         mistakes = heapq.nlargest(self.keep, itertools.chain(*gather_objects(self.mistakes)), key=lambda m: m[0])
         if (logger := self._logger(trainer)) is None:
             return
         # The step of this epoch's scalars (the last training step: a resumed run purges everything after it).
         names, step = pl_module.class_names, trainer.global_step
-        accuracy = (confusion.diag().sum() / confusion.sum().clamp(min=1)).item()
-        title = f"{stage} epoch {trainer.current_epoch}: accuracy {accuracy:.4f}" if stage == "val" else "test"
-        logger.add_figure(f"{stage}/confusion_matrix", confusion_figure(confusion, names, title), step)
+        epoch = f"{stage} epoch {trainer.current_epoch}" if stage == "val" else "test"
+        if multilabel:
+            title = f"{epoch}: mean AP {result['map']:.4f}, exact match {result['exact_match']:.4f}"
+            logger.add_figure(f"{stage}/per_label", label_figure(result["labels"], title), step)
+        else:
+            accuracy = (result.diag().sum() / result.sum().clamp(min=1)).item()
+            title = f"{epoch}: accuracy {accuracy:.4f}" if stage == "val" else "test"
+            logger.add_figure(f"{stage}/confusion_matrix", confusion_figure(result, names, title), step)
         if mistakes:
-            captions = [f"true {names[t]}\npred {names[p]} {c:.2f}" for c, t, p, _ in mistakes]
+            captions = [caption for _, caption, _ in mistakes]
             images = torch.stack([image for *_, image in mistakes])
             figure = image_grid_figure(images, captions, f"{stage}: most confident mistakes")
             logger.add_figure(f"{stage}/mistakes", figure, step)
@@ -114,11 +142,19 @@ class Dashboard(Callback):
                                 batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
         if not (self.keep and self._draws(trainer) and isinstance(outputs, dict) and "probs" in outputs):
             return
-        images, targets, (confidence, predicted) = batch[0], batch[1], outputs["probs"].max(1)
-        wrong = (predicted != targets).nonzero().flatten()
+        images, targets, probs, names = batch[0], batch[1], outputs["probs"], pl_module.class_names
+        if getattr(pl_module, "multilabel", False):  # how sure the worst wrong decision was, of either kind
+            decided = probs >= pl_module.thresholds
+            confidence = torch.where(decided != targets.bool(), (probs - targets).abs(), 0).amax(1)
+            wrong = (confidence > 0).nonzero().flatten()
+            caption = lambda i: f"true {label_set(targets[i], names)}\npred {label_set(decided[i], names)}"  # noqa: E731
+        else:
+            confidence, predicted = probs.max(1)
+            wrong = (predicted != targets).nonzero().flatten()
+            caption = lambda i: f"true {names[targets[i]]}\npred {names[predicted[i]]} {confidence[i]:.2f}"  # noqa: E731
         best = wrong[confidence[wrong].argsort(descending=True)[: self.keep]]
         pixels = pl_module.preprocess.pixels(images[best]).cpu() if len(best) else []  # only these are copied
-        found = zip(confidence[best].tolist(), targets[best].tolist(), predicted[best].tolist(), pixels, strict=True)
+        found = zip(confidence[best].tolist(), map(caption, best.tolist()), pixels, strict=True)
         self.mistakes = heapq.nlargest(self.keep, [*self.mistakes, *found], key=lambda m: m[0])
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

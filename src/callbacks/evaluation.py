@@ -10,7 +10,7 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from src.callbacks.dashboard import confusion_figure
+from src.callbacks.dashboard import confusion_figure, label_set
 from src.distributed import gather_objects
 from src.errors import UserError
 
@@ -48,7 +48,9 @@ def classification_report(confusion: torch.Tensor, class_names: Sequence[str]) -
     ]
     total, scores = int(support.sum()), {"f1": f1, "precision": precision, "recall": recall}
     macro = {f"macro_{name}": float(values.mean()) for name, values in scores.items()}
-    return {"classes": classes, "accuracy": float(correct.sum() / max(total, 1)), **macro, "support": total}
+    balanced = float(recall[support > 0].mean()) if total else 0.0  # over the classes that occur (scikit-learn's)
+    accuracy = float(correct.sum() / max(total, 1))
+    return {"classes": classes, "accuracy": accuracy, "balanced_accuracy": balanced, **macro, "support": total}
 
 
 def table_rows(report: dict[str, Any]) -> list[list[Any]]:
@@ -62,7 +64,19 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as the table ``test`` prints (4 decimals, as in the CSV)."""
     width = max(12, *(len(c["class"]) for c in report["classes"]))
     lines = ["  ".join([f"{name:<{width}}", *map(cell, row, WIDTHS)]) for name, *row in table_rows(report)]
-    return "\n".join([*lines, f"overall accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}"])
+    overall = f"overall accuracy {report['accuracy']:.4f}, balanced accuracy {report['balanced_accuracy']:.4f}"
+    return "\n".join([*lines, f"{overall}, macro F1 {report['macro_f1']:.4f}"])
+
+
+#: The multi-label report's columns after the label's name.
+LABEL_COLUMNS = ("precision", "recall", "f1", "ap", "support", "threshold")
+
+
+def multilabel_rows(result: dict[str, Any]) -> list[list[Any]]:
+    """Header, one row per label, then the averages: the printed table's and the CSV's rows."""
+    rows = [[label["class"], *(label[k] for k in LABEL_COLUMNS)] for label in result["labels"]]
+    averages = [["micro avg", "", "", result["micro_f1"], "", "", ""], ["macro avg", "", "", result["macro_f1"]]]
+    return [["label", *LABEL_COLUMNS], *rows, *averages, ["mean AP", "", "", "", result["map"]]]
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -82,7 +96,9 @@ class PredictionWriter(BasePredictionWriter):
         self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
     ) -> None:
         """Rows from all processes, by index (a sampler may repeat an index to even out ranks)."""
-        values, classes = torch.cat([b["probs"] for b in predictions]).float().cpu().topk(self.top_k, dim=1)
+        probs = torch.cat([b["probs"] for b in predictions]).float().cpu()
+        multilabel = getattr(pl_module, "multilabel", False)
+        values, classes = (probs, probs >= pl_module.thresholds.cpu()) if multilabel else probs.topk(self.top_k, dim=1)
         given = {k: torch.cat([b[k] for b in predictions]).tolist() for k in ("index", "target") if k in predictions[0]}
         seen = [i for loader in batch_indices for batch in loader for i in batch] or list(range(len(classes)))
         indices = given.get("index", seen)  # files: the dataset says which file each row is
@@ -96,9 +112,13 @@ class PredictionWriter(BasePredictionWriter):
         for index, target, top, probs in (rows[i] for i in sorted(rows)):
             record = {"path": str(paths[index])} if paths is not None else {"index": index}
             if paths is None and target is not None:
-                record["target"] = names[target]
-            for k, (c, p) in enumerate(zip(top, probs, strict=True), 1):  # most probable first
-                record[f"top{k}"], record[f"top{k}_prob"] = names[c], p
+                record["target"] = label_set(target, names) if multilabel else names[target]
+            if multilabel:  # the labels above their thresholds, then every label's probability
+                record["labels"] = label_set(top, names)
+                record.update({f"prob_{name}": p for name, p in zip(names, probs, strict=True)})
+            else:
+                for k, (c, p) in enumerate(zip(top, probs, strict=True), 1):  # most probable first
+                    record[f"top{k}"], record[f"top{k}_prob"] = names[c], p
             records.append(record)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_csv(out_dir / "predictions.csv", [list(records[0]), *(r.values() for r in records)])
@@ -119,6 +139,8 @@ class TestReport(Callback):
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.enabled:
             return
+        if getattr(pl_module, "multilabel", False):
+            return self._multilabel(trainer, pl_module.multilabel_scores(tune=False))  # at the model's thresholds
         confusion = pl_module.confusion.compute()  # every rank: a synchronising collective
         run_dir, names = Path(trainer.log_dir or "."), pl_module.class_names  # every rank: log_dir broadcasts
         if not trainer.is_global_zero:
@@ -133,3 +155,17 @@ class TestReport(Callback):
         figure = confusion_figure(confusion, names, f"test: accuracy {report['accuracy']:.4f}")
         figure.savefig(run_dir / "confusion_matrix.png")
         print(f"\n{format_report(report)}\nreport: {run_dir / 'test_report.csv'} (and .json, confusion_matrix.*)")
+
+    def _multilabel(self, trainer: Trainer, result: dict[str, Any]) -> None:
+        run_dir = Path(trainer.log_dir or ".")  # every rank: log_dir broadcasts
+        if not trainer.is_global_zero:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rows = multilabel_rows(result)
+        write_csv(run_dir / "test_report.csv", [*rows, ["exact match", "", "", "", "", "", result["exact_match"]]])
+        saved = {k: v for k, v in result.items() if k != "thresholds"}
+        (run_dir / "test_report.json").write_text(json.dumps(saved, indent=2) + "\n")
+        width = max(12, *(len(label["class"]) for label in result["labels"]))
+        table = "\n".join("  ".join([f"{name:<{width}}", *(cell(v, 9) for v in row)]) for name, *row in rows)
+        print(f"\n{table}\nexact-match accuracy {result['exact_match']:.4f} (the whole label set right)")
+        print(f"report: {run_dir / 'test_report.csv'} (and .json)")

@@ -170,6 +170,7 @@ class ImageDataModule(LightningDataModule):
         images = torch.stack([train[i][0] for i in pick.sort().values.tolist()]).float() / 255
         return tuple(images.mean(dim=(0, 2, 3)).tolist()), tuple(images.std(dim=(0, 2, 3)).tolist())
 
+    task = property(lambda self: "multilabel" if self.multilabel else "multiclass", doc="Linked into the model.")
     mean = property(lambda self: self.statistics[0], doc="Per-channel mean in [0, 1], linked into the model.")
     std = property(lambda self: self.statistics[1], doc="Per-channel standard deviation, likewise.")
 
@@ -201,10 +202,11 @@ class ImageDataModule(LightningDataModule):
         # Persistent workers skip the per-epoch seed draw (shuffles would differ): by default only where spawning.
         method = mp.get_start_method(allow_none=True) or mp.get_all_start_methods()[0]
         keep = (method != "fork" if self.persistent_workers is None else self.persistent_workers) and workers > 0
-        sampler, rank = None, (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = None
         if shuffle and self.sampler == "balanced":  # a DistributedSampler: Lightning leaves it, and sets its epoch
             from src.data.sampling import BalancedSampler
 
+            rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
             sampler, shuffle = BalancedSampler(self.split_labels("train"), *rank, seed=self.seed), False
         elif not shuffle and trainer is not None and trainer.world_size > 1:
             sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)

@@ -11,24 +11,21 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import CatMetric, MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MultilabelExactMatch
 
 from src.errors import UserError
 from src.models.networks import InitScheme, NetworkFactory, SimpleCNN, check_network, init_weights, param_groups
 from src.models.preprocess import InputSpec, Preprocess
-
-
-def probabilities(out: torch.Tensor) -> torch.Tensor:
-    """Class probabilities from the model's output: logits, or the log-probabilities of ``loss='nll'``."""
-    return F.softmax(out.detach().float(), dim=1)
-
-
-def per_class_accuracy(confusion: torch.Tensor, class_names: Sequence[str], stage: str) -> dict[str, torch.Tensor]:
-    """``<stage>/acc_per_class/<class>`` of a confusion matrix with true classes as rows (a class never seen: 0)."""
-    recall = confusion.diag() / confusion.sum(1).clamp(min=1)
-    return {f"{stage}/acc_per_class/{name}": value for name, value in zip(class_names, recall, strict=True)}
+from src.models.tasks import (
+    Task,
+    balanced_weights,
+    class_averages,
+    class_weight_tensor,
+    per_class_accuracy,
+    probabilities,
+)
 
 
 class ImageClassifier(LightningModule):
@@ -53,6 +50,8 @@ class ImageClassifier(LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         tta_hflip: bool = False,
+        task: Task = "multiclass",
+        class_weights: Literal["balanced"] | list[float] | dict[str, float] | None = None,
     ) -> None:
         """
         Args:
@@ -72,11 +71,24 @@ class ImageClassifier(LightningModule):
             channels_last: NHWC conv weights and activations, usually faster convolutions.
             compile: ``torch.compile`` the network (the first batches are slower while it compiles).
             tta_hflip: in val, test and predict, average the logits of each image and its mirror image.
+            task: ``multiclass`` (softmax: one class per image) or ``multilabel`` (a sigmoid per class, several per
+                image, each with its own threshold tuned on validation); linked from the data's labels.
+            class_weights: loss weight per class against imbalance: ``balanced`` (n / (classes x images of the class)
+                on the training split; multi-label: negatives / positives per label), a list in class order, or
+                ``{class: weight}`` (others 1). Stored in the checkpoint.
         """
         super().__init__()
         self.save_hyperparameters()
         self.class_names = list(class_names)
-        num_classes = len(self.class_names)
+        num_classes, self.multilabel = len(self.class_names), task == "multilabel"
+        if self.multilabel and loss == "nll":
+            raise UserError(
+                "--model.loss nll is a log-softmax head (one class per image), but this data is multi-label: use "
+                "--model.loss cross_entropy (a sigmoid and binary cross-entropy per label)"
+            )
+        #: The loss weight per class (``pos_weight`` per label when multi-label); a buffer, so it is in checkpoints.
+        self.class_weight: torch.Tensor | None
+        self.register_buffer("class_weight", class_weight_tensor(class_weights, self.class_names))
         self.net = check_network((network or SimpleCNN)(tuple(input_shape), num_classes))
         # Pretrained weights bring their own channels, size and statistics; other networks get the data's.
         data_spec = InputSpec(input_shape[0], tuple(input_shape[1:]), input_mean, input_std)
@@ -92,8 +104,6 @@ class ImageClassifier(LightningModule):
         self.scheduler_spans_run = keywords.get("total_steps", 0) is None and keywords.get("epochs") is None
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"--model.label_smoothing {label_smoothing} must be in [0, 1), e.g. 0.1 (0 = off)")
-        # On the nll head's log-probabilities cross-entropy is their NLL: one loss for both heads, smoothing included.
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.example_input_array = torch.zeros(2, *input_shape)
         try:  # a bad lr_multipliers prefix or optimiser/scheduler argument (``lr: -1``) fails before any run directory
             self.configure_optimizers(steps=100)
@@ -101,9 +111,14 @@ class ImageClassifier(LightningModule):
             raise UserError(f"--model.optimizer / --model.scheduler: {err}") from None
         # Validation runs inside a training epoch, a test never overlaps it. No NaN filtering: divergence must show.
         self.train_loss, self.eval_loss = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        # The validation or test epoch's, synchronised on compute(): its accuracies, the report and the dashboard.
-        self.confusion = MulticlassConfusionMatrix(num_classes)
+        if self.multilabel:  # every image's probabilities: thresholds, AP and F1 are exact (gathered on compute)
+            self.train_acc = MultilabelExactMatch(num_classes)
+            self.eval_probs, self.eval_targets = CatMetric(nan_strategy="disable"), CatMetric(nan_strategy="disable")
+            self.register_buffer("thresholds", torch.full((num_classes,), 0.5))  # tuned on each validation
+        else:
+            self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+            # The validation or test epoch's, synchronised on compute(): its accuracies, the report, the dashboard.
+            self.confusion = MulticlassConfusionMatrix(num_classes)
         # Kept in checkpoints (torchmetrics states are not by default): a resumed run remembers its best epoch.
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)
@@ -128,6 +143,27 @@ class ImageClassifier(LightningModule):
         return F.log_softmax(out, dim=1) if self.hparams.loss == "nll" else out
 
     @property
+    def task(self) -> Task:
+        return "multilabel" if self.multilabel else "multiclass"
+
+    def criterion(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on logits (on the nll head's log-probabilities it is their NLL), or for multi-label targets
+        binary cross-entropy per label; class weights and label smoothing apply to both."""
+        smoothing = self.hparams.get("label_smoothing", 0.0)
+        if self.multilabel:
+            soft = targets.float() * (1 - smoothing) + smoothing / 2
+            return F.binary_cross_entropy_with_logits(out, soft, pos_weight=self.class_weight)
+        return F.cross_entropy(out, targets, weight=self.class_weight, label_smoothing=smoothing)
+
+    def setup(self, stage: str) -> None:
+        """``class_weights: balanced`` from the training split's counts (every process counts the same split)."""
+        data = self.trainer.datamodule if self.trainer is not None else None
+        if stage == "fit" and self.hparams.get("class_weights") == "balanced" and hasattr(data, "split_labels"):
+            self.class_weight.copy_(balanced_weights(data.split_labels("train"), len(self.class_names)))
+            shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(self.class_names, self.class_weight.tolist(), strict=True))
+            rank_zero_info(f"class weights (balanced, from the training split): {shown}")
+
+    @property
     def input_spec(self) -> InputSpec:
         """Channels, size and statistics the network was trained with (what ``preprocess`` converts images to)."""
         p = self.preprocess
@@ -142,7 +178,7 @@ class ImageClassifier(LightningModule):
         out = self(batch[0])
         loss = self.criterion(out, batch[1])
         self.train_loss.update(loss.detach())
-        self.train_acc.update(out.detach(), batch[1])
+        self.train_acc.update(out.detach(), batch[1].long())
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -170,21 +206,44 @@ class ImageClassifier(LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Also ``test_step``: the epoch's metrics; the probabilities are for callbacks (the dashboard)."""
         out, y = self(batch[0]), batch[1]
-        stage = "test" if self.trainer.testing else "val"
+        stage, probs = "test" if self.trainer.testing else "val", probabilities(out, self.task)
         self.eval_loss.update(self.criterion(out, y))
-        self.confusion.update(out, y)
+        if self.multilabel:
+            self.eval_probs.update(probs)
+            self.eval_targets.update(y.float())
+        else:
+            self.confusion.update(out, y)
         self.log(f"{stage}/loss", self.eval_loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
-        return {"probs": probabilities(out)}
+        return {"probs": probs}
 
     def on_validation_epoch_start(self) -> None:
-        self.confusion.reset()  # also before the sanity check's batches
+        for metric in (self.eval_probs, self.eval_targets) if self.multilabel else (self.confusion,):
+            metric.reset()  # also before the sanity check's batches
+
+    def multilabel_scores(self, tune: bool) -> dict[str, Any]:
+        """This epoch's multi-label scores: at thresholds tuned on its images (``tune``), or at the model's own."""
+        from src.models.multilabel import scores
+
+        probs, targets = self.eval_probs.compute(), self.eval_targets.compute()  # every rank: gathers
+        return scores(probs, targets, self.class_names, None if tune else self.thresholds)
 
     def on_validation_epoch_end(self) -> None:
-        """Accuracies from the confusion matrix (alike on every rank); the best val accuracy, not the sanity check's."""
-        stage, confusion = "test" if self.trainer.testing else "val", self.confusion.compute()
-        accuracy = confusion.diag().sum() / confusion.sum().clamp(min=1)
+        """Metrics alike on every rank; multi-label validation tunes the thresholds the checkpoint keeps. The best
+        val accuracy is never the sanity check's."""
+        stage = "test" if self.trainer.testing else "val"
+        if self.multilabel:
+            from src.models.multilabel import logged
+
+            result = self.multilabel_scores(tune=stage == "val")
+            if stage == "val" and not self.trainer.sanity_checking:
+                self.thresholds.copy_(result["thresholds"])
+            metrics, accuracy = logged(result, stage), torch.tensor(result["exact_match"])
+        else:
+            confusion = self.confusion.compute()
+            accuracy = confusion.diag().sum() / confusion.sum().clamp(min=1)
+            metrics = per_class_accuracy(confusion, self.class_names, stage) | class_averages(confusion, stage)
         self.log(f"{stage}/acc", accuracy, prog_bar=stage == "val", sync_dist=True, reduce_fx="max")
-        self.log_dict(per_class_accuracy(confusion, self.class_names, stage), sync_dist=True, reduce_fx="max")
+        self.log_dict({k: v for k, v in metrics.items() if k != f"{stage}/acc"}, sync_dist=True, reduce_fx="max")
         if stage == "val" and not self.trainer.sanity_checking:
             self.val_acc_best(accuracy)
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True, reduce_fx="max")
@@ -195,9 +254,9 @@ class ImageClassifier(LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         """Probabilities of images, ``(images, targets)`` or files' ``{"image", "index"}``: targets, index passed on."""
         if isinstance(batch, dict):
-            return {"probs": probabilities(self(batch["image"])), "index": batch["index"]}
+            return {"probs": probabilities(self(batch["image"]), self.task), "index": batch["index"]}
         images, *targets = batch if isinstance(batch, (tuple, list)) else [batch]
-        return {"probs": probabilities(self(images)), **({"target": targets[0]} if targets else {})}
+        return {"probs": probabilities(self(images), self.task), **({"target": targets[0]} if targets else {})}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A checkpoint holds every weight: its hyper-parameters rebuild the network without weight files."""
